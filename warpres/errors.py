@@ -1,0 +1,17 @@
+"""Exceptions a user can act on; the CLI prints their message as one line."""
+
+
+class WarpresError(Exception):
+    """Base class of every error warpres raises on purpose."""
+
+
+class CheckpointError(WarpresError):
+    """A checkpoint is unreadable, unsafe, or does not match the model it is loaded into."""
+
+
+class EditError(WarpresError):
+    """An edit specification or an edit-direction file is invalid."""
+
+
+class ImageError(WarpresError):
+    """An input image cannot be turned into encoder input."""

@@ -1,0 +1,1 @@
+"""PyTorch networks: the reference every exported graph is checked against."""
