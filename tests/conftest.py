@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
+from warpres.models.editor import EditingModel
+from warpres.models.encoders import EncoderConfig, StyleEncoder
+from warpres.models.styleres import StyleResBranch, StyleResConfig
 from warpres.models.stylegan2 import Generator, GeneratorConfig, channel_plan
+from warpres.models.warpres import WarpResBranch, WarpResConfig
 
 
 def tiny_generator_config(**overrides) -> GeneratorConfig:
@@ -32,3 +39,58 @@ def wplus(tiny_generator) -> torch.Tensor:
     with torch.no_grad():
         return tiny_generator.mapping(torch.randn(3, tiny_generator.config.z_dim)) + 0.3 * torch.randn(
             3, tiny_generator.num_ws, tiny_generator.config.w_dim)
+
+
+@pytest.fixture(scope="session")
+def official_edits_dir():
+    """The official edit files (e4e InterfaceGAN / GANSpace data): $WARPRES_OFFICIAL_EDITS,
+    else <repo>/../shared/data/official_edits; tests needing them skip when absent."""
+    configured = os.environ.get("WARPRES_OFFICIAL_EDITS")
+    folder = (Path(configured) if configured
+              else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "official_edits")
+    if not folder.is_dir():
+        pytest.skip(f"official edit files not found at {folder} (set WARPRES_OFFICIAL_EDITS)")
+    return folder
+
+
+def tiny_encoder_config(kind: str = "e4e") -> EncoderConfig:
+    """IR-SE-50 layout at widths 8..16 on 64x64 inputs: enc_feat (B, 8, 16, 16) meets E = 16."""
+    return EncoderConfig(kind=kind, num_ws=10, w_dim=32, input_size=64, stage_widths=(8, 8, 16, 16), se_reduction=4)
+
+
+def tiny_branch(family: str) -> StyleResBranch | WarpResBranch:
+    if family == "styleres":
+        return StyleResBranch(StyleResConfig(enc_channels=8, feat_channels=32, align_channels=16,
+                                             extract_channels=16, gate_channels=8))
+    return WarpResBranch(WarpResConfig(enc_channels=8, feat_channels=32, tap_quarter_channels=32,
+                                       tap_half_channels=32, width=16, adapter_channels=8))
+
+
+def randomize_(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
+    """Give zero-initialised layers (flow / refiner outputs, biases) non-zero weights, as trained ones have."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if not param.abs().sum():
+                param.normal_(0, scale)
+    return module
+
+
+def tiny_editing_model(family: str, encoder_kind: str = "e4e") -> EditingModel:
+    torch.manual_seed(0)
+    generator = Generator(tiny_generator_config())
+    encoder = StyleEncoder(tiny_encoder_config(encoder_kind))
+    encoder.set_latent_avg(0.1 * torch.randn(10, 32))
+    branch = None if family == "inversion" else randomize_(tiny_branch(family))
+    model = EditingModel(randomize_(generator), randomize_(encoder), branch).eval()
+    with torch.no_grad():  # BatchNorm running stats as a trained encoder has them
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    torch.manual_seed(2)
+    return torch.rand(2, 3, 64, 64) * 2 - 1
