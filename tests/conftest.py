@@ -10,8 +10,8 @@ import torch
 
 from warpres.models.editor import EditingModel
 from warpres.models.encoders import EncoderConfig, StyleEncoder
-from warpres.models.styleres import StyleResBranch, StyleResConfig
 from warpres.models.stylegan2 import Generator, GeneratorConfig, channel_plan
+from warpres.models.styleres import StyleResBranch, StyleResConfig
 from warpres.models.warpres import WarpResBranch, WarpResConfig
 
 
@@ -69,9 +69,19 @@ def tiny_branch(family: str) -> StyleResBranch | WarpResBranch:
 def randomize_(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
     """Give zero-initialised layers (flow / refiner outputs, biases) non-zero weights, as trained ones have."""
     with torch.no_grad():
-        for name, param in module.named_parameters():
+        for param in module.parameters():
             if not param.abs().sum():
                 param.normal_(0, scale)
+    return module
+
+
+def randomize_batchnorm_(module: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BatchNorm running statistics, so eval-mode outputs depend on the loaded buffers."""
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.normal_(0.0, 0.1)
+                layer.running_var.uniform_(0.5, 1.5)
     return module
 
 
@@ -81,13 +91,7 @@ def tiny_editing_model(family: str, encoder_kind: str = "e4e") -> EditingModel:
     encoder = StyleEncoder(tiny_encoder_config(encoder_kind))
     encoder.set_latent_avg(0.1 * torch.randn(10, 32))
     branch = None if family == "inversion" else randomize_(tiny_branch(family))
-    model = EditingModel(randomize_(generator), randomize_(encoder), branch).eval()
-    with torch.no_grad():  # BatchNorm running stats as a trained encoder has them
-        for module in encoder.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return model
+    return EditingModel(randomize_(generator), randomize_batchnorm_(randomize_(encoder)), branch).eval()
 
 
 @pytest.fixture

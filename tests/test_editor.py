@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import tiny_editing_model
 from warpres.errors import EditError, WarpresError
-from warpres.models.editor import Editor, EditingModel
+from warpres.models.editor import EditingModel, Editor
 
 
 def shift_all_layers(amount: float):

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from tests.conftest import randomize_batchnorm_
 from warpres.models.encoders import EncoderConfig, StyleEncoder
 
 TINY = dict(num_ws=10, w_dim=32, input_size=64, stage_widths=(8, 16, 32, 64), se_reduction=4)
@@ -14,14 +15,7 @@ TINY = dict(num_ws=10, w_dim=32, input_size=64, stage_widths=(8, 16, 32, 64), se
 
 def tiny_encoder(kind: str, **overrides) -> StyleEncoder:
     torch.manual_seed(0)
-    encoder = StyleEncoder(EncoderConfig(kind=kind, **{**TINY, **overrides})).eval()
-    # Non-trivial BatchNorm statistics, so eval-mode results depend on the loaded buffers.
-    with torch.no_grad():
-        for module in encoder.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return encoder
+    return randomize_batchnorm_(StyleEncoder(EncoderConfig(kind=kind, **{**TINY, **overrides})).eval())
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from warpres.checkpoints import load_checkpoint
 from warpres.images import to_model_input, to_uint8
 from warpres.models.editor import EditingModel, Editor
 from warpres.models.encoders import EncoderConfig, StyleEncoder
-from warpres.models.styleres import StyleResBranch
 from warpres.models.stylegan2 import Generator, GeneratorConfig
+from warpres.models.styleres import StyleResBranch
 
 pytestmark = pytest.mark.slow
 

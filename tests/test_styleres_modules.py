@@ -142,5 +142,5 @@ def test_config_round_trips_through_a_dict():
 
 
 def test_config_rejects_unknown_fields():
-    with pytest.raises(ValueError, match="unknown StyleRes config fields"):
+    with pytest.raises(ValueError, match=r"StyleResConfig: unknown fields"):
         StyleResConfig.from_dict({**TINY.to_dict(), "t_channel": 4})

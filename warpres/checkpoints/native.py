@@ -13,7 +13,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
@@ -21,8 +20,8 @@ from warpres.checkpoints.safe_load import load_state_strict, strip_prefix
 from warpres.errors import CheckpointError
 from warpres.models.editor import EditingModel
 from warpres.models.encoders import EncoderConfig, StyleEncoder
-from warpres.models.styleres import StyleResBranch, StyleResConfig
 from warpres.models.stylegan2 import Generator, GeneratorConfig
+from warpres.models.styleres import StyleResBranch, StyleResConfig
 from warpres.models.warpres import WarpResBranch, WarpResConfig
 
 FORMAT = "warpres"

@@ -18,8 +18,8 @@ from torch import nn
 from warpres.edits import DirectionLibrary, EditRequest, parse_edit_spec
 from warpres.errors import EditError, WarpresError
 from warpres.models.encoders import StyleEncoder
-from warpres.models.styleres import StyleResBranch
 from warpres.models.stylegan2 import Generator, HeadOutputs
+from warpres.models.styleres import StyleResBranch
 from warpres.models.warpres import WarpResBranch
 
 Branch = StyleResBranch | WarpResBranch

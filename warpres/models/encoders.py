@@ -25,12 +25,14 @@ set with `StyleEncoder.set_latent_avg` (it starts at zero, i.e. W+ is the raw he
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from warpres.models.config import JsonConfig
 
 EncoderKind = Literal["e4e", "psp"]
 BodyMode = Literal["ir", "ir_se"]
@@ -51,7 +53,7 @@ STYLE_HEAD_SLOPE = 0.01  # official heads use nn.LeakyReLU() with its default sl
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(JsonConfig):
     """Architecture of an e4e / pSp encoder; serialised as JSON next to the weights.
 
     kind:          'e4e' (shared code + per-layer deltas) or 'psp' (every layer predicted directly).
@@ -131,21 +133,6 @@ class EncoderConfig:
     def feature_size(self) -> int:
         """E, the side of enc_feat: S / 2^(feature_stage + 1), 64 for S = 256."""
         return self.input_size >> (self.feature_stage + 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict; `from_dict` inverts it."""
-        d = asdict(self)
-        d["stage_widths"] = list(self.stage_widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
-        """Build from `to_dict` output; missing fields take defaults, unknown ones are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"encoder config has unknown fields {unknown}; known fields are {sorted(known)}")
-        return cls(**d)
 
 
 class SqueezeExcitation(nn.Module):

@@ -12,13 +12,14 @@ an injected feature at E to the image, and `tail(head(ws)) == forward(ws)`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from warpres.models.config import JsonConfig
 from warpres.models.modulated_conv import modulated_conv2d
 from warpres.models.resample import BINOMIAL_TAPS, setup_filter, upsample2d
 
@@ -32,7 +33,7 @@ def channel_plan(resolution: int, channel_base: int = 32768, channel_max: int = 
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(JsonConfig):
     """Everything that fixes a generator's tensor shapes and math; serialised as JSON with weights.
 
     channels[i] is the width of the block at resolution 4 * 2**i. conv_clamp clamps every
@@ -77,19 +78,6 @@ class GeneratorConfig:
 
     def channels_at(self, resolution: int) -> int:
         return self.channels[int(math.log2(resolution)) - 2]
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["channels"] = list(self.channels)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GeneratorConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown generator config fields: {unknown}")
-        return cls(**{**data, "channels": tuple(data.get("channels", channel_plan(data.get("resolution", 1024))))})
 
 
 def first_w_index(resolution: int) -> int:

@@ -10,13 +10,14 @@ weights load with `strict=True` after the prefix mapping in `StyleResBranch.offi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from warpres.models.config import JsonConfig
 from warpres.models.shapes import check_shape, spatial_size
 
 LRELU_SLOPE = 0.2
@@ -120,7 +121,7 @@ class GateNetwork(nn.Module):
 
 
 @dataclass(frozen=True)
-class StyleResConfig:
+class StyleResConfig(JsonConfig):
     """Widths of the StyleRes branch; the defaults are the official FFHQ model.
 
     enc_channels: Ce, encoder features at E (e4e body unit 6: 128).
@@ -140,16 +141,6 @@ class StyleResConfig:
         bad = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) < 1}
         if bad:
             raise ValueError(f"StyleRes widths must be positive, got {bad}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, int]) -> StyleResConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown StyleRes config fields: {unknown}")
-        return cls(**data)
 
 
 class StyleResBranch(nn.Module):

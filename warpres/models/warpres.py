@@ -9,14 +9,14 @@ features: feat_fused = feat_edit + E2(warp(residual, flow), feat_edit).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from warpres.models.config import JsonConfig
 from warpres.models.flow import FlowHead, warp
 from warpres.models.shapes import check_shape, spatial_size
 from warpres.models.styleres import ResLayers
@@ -76,7 +76,7 @@ class ResidualRefiner(nn.Module):
 
 
 @dataclass(frozen=True)
-class WarpResConfig:
+class WarpResConfig(JsonConfig):
     """Widths of the WarpRes branch; defaults are for FFHQ at E = 64.
 
     enc_channels: Ce, encoder features at E (e4e: 128).
@@ -99,16 +99,6 @@ class WarpResConfig:
             raise ValueError(f"WarpRes widths must be positive, got {bad}")
         if self.width % 2:
             raise ValueError(f"WarpRes width must be even, got {self.width}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, int]) -> WarpResConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown WarpRes config fields: {unknown}")
-        return cls(**data)
 
 
 class WarpResBranch(nn.Module):
