@@ -135,3 +135,13 @@ def test_a_generator_state_dict_loads_as_a_generator_only_model(tmp_path):
     torch.save({"G_ema": source.generator.state_dict()}, tmp_path / "G.pt")
     loaded = load_checkpoint(tmp_path / "G.pt")
     assert loaded.family == "generator" and loaded.generator.config.resolution == 64
+
+
+def test_e4e_opts_saved_as_a_namespace_are_read_too(images, tmp_path):
+    import argparse
+
+    source = tiny_editing_model("inversion", encoder_kind="psp")
+    checkpoint = _official_e4e_checkpoint(source, RosinalityGenerator(64, 32, 2, narrow=1 / 16), "GradualStyleEncoder")
+    checkpoint["opts"] = argparse.Namespace(**checkpoint["opts"])
+    torch.save(checkpoint, tmp_path / "psp.pt")
+    assert load_checkpoint(tmp_path / "psp.pt").encoder.config.kind == "psp"

@@ -10,6 +10,7 @@ Architectures are read off the tensor shapes; nothing in these files is executed
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Mapping
 
@@ -120,6 +121,8 @@ def is_e4e_or_psp(data: Mapping) -> bool:
 def load_e4e_or_psp(data: Mapping, source: str) -> EditingModel:
     """An e4e or pSp checkpoint: encoder + its rosinality decoder, plain inversion (no branch)."""
     opts = data.get("opts")
+    if isinstance(opts, argparse.Namespace):
+        opts = vars(opts)
     encoder_type = opts.get("encoder_type") if isinstance(opts, Mapping) else None
     if encoder_type not in ENCODER_TYPES:
         raise CheckpointError(f"{source}: opts['encoder_type'] is {encoder_type!r}; expected one of "
