@@ -146,3 +146,11 @@ def test_named_edits_without_a_library_are_a_clear_error(images):
     editor = Editor(tiny_editing_model("inversion"))
     with pytest.raises(EditError, match="no directions"):
         editor.edit(editor.invert(images), "smile=2")
+
+
+def test_inversion_in_chunks_equals_one_batch(images):
+    model = tiny_editing_model("styleres")
+    whole = Editor(model, max_batch=8).invert(images)
+    chunked = Editor(model, max_batch=1).invert(images)
+    torch.testing.assert_close(chunked.residual, whole.residual, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked.head.tap_half, whole.head.tap_half, atol=1e-5, rtol=1e-5)

@@ -108,7 +108,7 @@ def _exit_code_payload():
 
 def test_a_checkpoint_with_a_pickled_function_is_refused(tmp_path):
     torch.save({"g_ema": {}, "hook": _exit_code_payload()}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="refused to load.*never code"):
+    with pytest.raises(CheckpointError, match=r"refused to load: it references posix\.system; checkpoints are data"):
         load_torch_checkpoint(tmp_path / "evil.pt")
 
 

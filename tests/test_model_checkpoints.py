@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import tiny_editing_model
+from tests.conftest import randomize_, randomize_batchnorm_, tiny_editing_model
 from tests.reference.rosinality_generator import RosinalityGenerator
 from warpres.checkpoints import load_checkpoint, save_model
 from warpres.errors import CheckpointError
-from warpres.models.editor import Editor
+from warpres.models.editor import EditingModel, Editor
+from warpres.models.encoders import EncoderConfig, StyleEncoder
+from warpres.models.styleres import StyleResBranch
 
 
 def official_styleres_checkpoint(model) -> dict:
@@ -145,3 +148,34 @@ def test_e4e_opts_saved_as_a_namespace_are_read_too(images, tmp_path):
     checkpoint["opts"] = argparse.Namespace(**checkpoint["opts"])
     torch.save(checkpoint, tmp_path / "psp.pt")
     assert load_checkpoint(tmp_path / "psp.pt").encoder.config.kind == "psp"
+
+
+def test_styleres_without_latent_avg_is_refused(tmp_path):
+    checkpoint = official_styleres_checkpoint(tiny_editing_model("styleres"))
+    checkpoint["latent_avg"] = None
+    torch.save(checkpoint, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="bad.pth: missing latent_avg"):
+        load_checkpoint(tmp_path / "bad.pth")
+
+
+def test_a_non_state_dict_entry_is_named(tmp_path):
+    checkpoint = official_styleres_checkpoint(tiny_editing_model("styleres"))
+    checkpoint["e4e"] = [1, 2]
+    torch.save(checkpoint, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"bad\.pth\[e4e\]: expected a state dict"):
+        load_checkpoint(tmp_path / "bad.pth")
+
+
+def test_styleres_injecting_at_a_coarser_resolution_reads_the_matching_encoder_stage(tmp_path):
+    """As the official E = 32 variant: E = S/8, so enc_feat is the end of body stage 2, not 1."""
+    source = tiny_editing_model("styleres")
+    config = dict(source.encoder.config.to_dict(), input_size=128, feature_stage=2)
+    encoder = randomize_batchnorm_(randomize_(StyleEncoder(EncoderConfig.from_dict(config))))
+    branch = randomize_(StyleResBranch(dataclasses.replace(source.branch.config, enc_channels=16)))
+    model = EditingModel(source.generator, encoder, branch).eval()
+    torch.save(official_styleres_checkpoint(model), tmp_path / "styleres_e16_s128.pth")
+    loaded = load_checkpoint(tmp_path / "styleres_e16_s128.pth")
+    assert loaded.encoder.config.feature_stage == 2 and loaded.encoder.config.feature_channels == 16
+    images = torch.rand(1, 3, 128, 128) * 2 - 1
+    expected = Editor(model).edit(Editor(model).invert(images))
+    torch.testing.assert_close(Editor(loaded).edit(Editor(loaded).invert(images)), expected, atol=0, rtol=0)

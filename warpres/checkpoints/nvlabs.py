@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from warpres.checkpoints.safe_load import load_state_strict
+from warpres.checkpoints.safe_load import load_state_strict, require_state_dict
 from warpres.errors import CheckpointError
 from warpres.models.resample import setup_filter
 from warpres.models.stylegan2 import Generator, GeneratorConfig
@@ -59,9 +59,10 @@ def check_resample_filters(state: Mapping[str, torch.Tensor], source: str) -> No
             raise CheckpointError(f"{source}: {key} is not the [1,3,3,1] binomial filter this model implements")
 
 
-def load_nvlabs_generator(state: Mapping[str, torch.Tensor], source: str, *, conv_clamp: float | None = 256.0,
+def load_nvlabs_generator(state: object, source: str, *, conv_clamp: float | None = 256.0,
                           embed_res: int | None = None) -> Generator:
     """A Generator from an NVlabs-layout state dict (keys `mapping.*`, `synthesis.*` only)."""
+    state = require_state_dict(state, source)
     config = infer_generator_config(state, source, conv_clamp=conv_clamp, embed_res=embed_res)
     check_resample_filters(state, source)
     generator = Generator(config)

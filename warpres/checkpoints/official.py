@@ -11,6 +11,7 @@ Architectures are read off the tensor shapes; nothing in these files is executed
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Mapping
 
@@ -18,8 +19,8 @@ import torch
 
 from warpres.checkpoints.nvlabs import load_nvlabs_generator
 from warpres.checkpoints.rosinality import load_rosinality_generator
-from warpres.checkpoints.safe_load import load_state_strict, require_keys, strip_prefix
-from warpres.errors import CheckpointError
+from warpres.checkpoints.safe_load import load_state_strict, require_keys, require_state_dict, strip_prefix
+from warpres.errors import CheckpointError, WarpresError
 from warpres.models.editor import EditingModel
 from warpres.models.encoders import UNITS_PER_STAGE, EncoderConfig, StyleEncoder
 from warpres.models.styleres import StyleResBranch, StyleResConfig, branch_state_from_official
@@ -32,11 +33,13 @@ _HEAD_CONV = re.compile(r"^styles\.0\.convs\.(\d+)\.weight$")
 _MODIFY = re.compile(r"^synthesis\.b(\d+)\.modify_")
 
 
-def infer_encoder_config(state: Mapping[str, torch.Tensor], kind: str, source: str) -> EncoderConfig:
+def infer_encoder_config(state: Mapping[str, torch.Tensor], kind: str, source: str,
+                         feature_size: int | None = None) -> EncoderConfig:
     """Depth, SE mode, widths, W+ layout and input size of an e4e/pSp encoder from its tensors.
 
     The input size S follows from the first style head, which halves S/16 down to 1x1 with
-    log2(S/16) stride-2 convolutions.
+    log2(S/16) stride-2 convolutions. `feature_size` (E) picks the body stage whose output is
+    enc_feat: S/4 (stage 1) unless the residual branch reads another resolution.
     """
     units = sorted(int(m.group(1)) for k in state if (m := _BODY_UNIT.match(k)))
     heads = sorted(int(m.group(1)) for k in state if (m := _STYLE_HEAD.match(k)))
@@ -54,16 +57,20 @@ def infer_encoder_config(state: Mapping[str, torch.Tensor], kind: str, source: s
         w_dim = int(state["styles.0.linear.weight"].shape[0])
     except KeyError as exc:
         raise CheckpointError(f"{source}: missing encoder key {exc.args[0]!r}") from None
+    input_size = 16 * 2 ** len(head_convs)
+    feature_stage = 1 if feature_size is None else int(math.log2(input_size // feature_size)) - 1
     try:
         return EncoderConfig(kind=kind, num_layers=depth, mode=mode, num_ws=len(heads), w_dim=w_dim,
-                             input_size=16 * 2 ** len(head_convs), stage_widths=widths, se_reduction=se_reduction)
+                             input_size=input_size, stage_widths=widths, se_reduction=se_reduction,
+                             feature_stage=feature_stage)
     except ValueError as exc:
         raise CheckpointError(f"{source}: inferred an impossible encoder: {exc}") from None
 
 
-def load_encoder(state: Mapping[str, torch.Tensor], kind: str, latent_avg: torch.Tensor | None,
-                 source: str) -> StyleEncoder:
-    encoder = StyleEncoder(infer_encoder_config(state, kind, source))
+def load_encoder(state: object, kind: str, latent_avg: torch.Tensor | None, source: str,
+                 feature_size: int | None = None) -> StyleEncoder:
+    state = require_state_dict(state, source)
+    encoder = StyleEncoder(infer_encoder_config(state, kind, source, feature_size))
     load_state_strict(encoder, state, source)
     if latent_avg is not None:
         try:
@@ -73,11 +80,23 @@ def load_encoder(state: Mapping[str, torch.Tensor], kind: str, latent_avg: torch
     return encoder.eval()
 
 
-def _latent_avg(data: Mapping, source: str) -> torch.Tensor | None:
+def _latent_avg(data: Mapping, source: str, required: bool) -> torch.Tensor | None:
+    """The W average added to every encoder output; e4e/pSp trained without one may omit it."""
     value = data.get("latent_avg")
-    if value is not None and not isinstance(value, torch.Tensor):
+    if value is None:
+        if required:
+            raise CheckpointError(f"{source}: missing latent_avg, the W average added to every encoder output")
+        return None
+    if not isinstance(value, torch.Tensor):
         raise CheckpointError(f"{source}: latent_avg must be a tensor, found {type(value).__name__}")
     return value
+
+
+def _assemble(source: str, *parts) -> EditingModel:
+    try:
+        return EditingModel(*parts)
+    except WarpresError as exc:
+        raise CheckpointError(f"{source}: its parts do not fit together: {exc}") from None
 
 
 def is_styleres(data: Mapping) -> bool:
@@ -87,7 +106,7 @@ def is_styleres(data: Mapping) -> bool:
 def load_styleres(data: Mapping, source: str) -> EditingModel:
     """The official StyleRes checkpoint: e4e encoder, NVlabs generator, StyleRes branch."""
     require_keys(data, list(STYLERES_KEYS), source)
-    generator_state = data["generator_smooth"]
+    generator_state = require_state_dict(data["generator_smooth"], f"{source}[generator_smooth]")
     embed = sorted({int(m.group(1)) for k in generator_state if (m := _MODIFY.match(k))})
     if len(embed) != 1:
         raise CheckpointError(f"{source}: generator_smooth must hold the StyleRes branch "
@@ -96,10 +115,11 @@ def load_styleres(data: Mapping, source: str) -> EditingModel:
     branch_state = branch_state_from_official(generator_state, embed_res)
     plain = {k: v for k, v in generator_state.items() if not _MODIFY.match(k)}
     generator = load_nvlabs_generator(plain, f"{source}[generator_smooth]", conv_clamp=256.0, embed_res=embed_res)
-    encoder = load_encoder(data["e4e"], "e4e", _latent_avg(data, source), f"{source}[e4e]")
+    encoder = load_encoder(data["e4e"], "e4e", _latent_avg(data, source, required=True), f"{source}[e4e]",
+                           feature_size=embed_res)
     branch = StyleResBranch(_styleres_config(branch_state, f"{source}[generator_smooth]"))
     load_state_strict(branch, branch_state, f"{source}[generator_smooth.synthesis.b{embed_res}.modify_*]")
-    return EditingModel(generator, encoder, branch.eval())
+    return _assemble(source, generator, encoder, branch.eval())
 
 
 def _styleres_config(state: Mapping[str, torch.Tensor], source: str) -> StyleResConfig:
@@ -128,8 +148,8 @@ def load_e4e_or_psp(data: Mapping, source: str) -> EditingModel:
         raise CheckpointError(f"{source}: opts['encoder_type'] is {encoder_type!r}; expected one of "
                               f"{sorted(ENCODER_TYPES)}")
     state = data["state_dict"]
-    encoder = load_encoder(strip_prefix(state, "encoder."), ENCODER_TYPES[encoder_type], _latent_avg(data, source),
-                           f"{source}[state_dict.encoder]")
+    encoder = load_encoder(strip_prefix(state, "encoder."), ENCODER_TYPES[encoder_type],
+                           _latent_avg(data, source, required=False), f"{source}[state_dict.encoder]")
     decoder = strip_prefix(state, "decoder.")
     if not decoder:
         raise CheckpointError(f"{source}: state_dict has no decoder.* generator weights")
@@ -139,4 +159,4 @@ def load_e4e_or_psp(data: Mapping, source: str) -> EditingModel:
     if generator.num_ws != encoder.config.num_ws:
         raise CheckpointError(f"{source}: encoder predicts {encoder.config.num_ws} W+ layers but the decoder "
                               f"takes {generator.num_ws}")
-    return EditingModel(generator, encoder)
+    return _assemble(source, generator, encoder)

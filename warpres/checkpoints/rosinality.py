@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import torch
 
 from warpres.checkpoints.nvlabs import load_nvlabs_generator
+from warpres.checkpoints.safe_load import require_state_dict
 from warpres.errors import CheckpointError
 from warpres.models.resample import setup_filter
 from warpres.models.stylegan2 import Generator
@@ -55,8 +56,9 @@ def _check_blur_kernels(state: Mapping[str, torch.Tensor], source: str) -> None:
                 raise CheckpointError(f"{source}: {key} is not the [1,3,3,1] binomial filter this model implements")
 
 
-def rosinality_to_nvlabs(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+def rosinality_to_nvlabs(state: object, source: str) -> dict[str, torch.Tensor]:
     """Rename and reshape a rosinality generator state dict into the NVlabs layout (w_avg excluded)."""
+    state = require_state_dict(state, source)
     num_convs = 1 + max((int(m.group(1)) for k in state if (m := _CONV.match(k))), default=-1)
     mapping_layers = sorted(int(m.group(1)) for k in state if (m := _STYLE.match(k)))
     if num_convs == 0 or num_convs % 2 or not mapping_layers:

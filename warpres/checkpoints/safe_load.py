@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from warpres.errors import CheckpointError
 
 SAFE_GLOBALS = [argparse.Namespace]
 _SHOWN_KEYS = 8
+_FORBIDDEN_GLOBAL = re.compile(r"GLOBAL (\S+)")
 
 
 def load_torch_checkpoint(path: str | Path) -> Mapping:
@@ -31,10 +33,9 @@ def load_torch_checkpoint(path: str | Path) -> Mapping:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused to load: it holds pickled objects other than tensors and plain data "
-            f"({_first_line(exc)}); checkpoints are data, never code"
-        ) from None
+        found = _FORBIDDEN_GLOBAL.search(str(exc))
+        culprit = f"it references {found.group(1)}" if found else "it holds objects other than tensors and plain data"
+        raise CheckpointError(f"{path}: refused to load: {culprit}; checkpoints are data, never code") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
     if not isinstance(data, Mapping):
@@ -45,6 +46,14 @@ def load_torch_checkpoint(path: str | Path) -> Mapping:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def require_state_dict(value: object, source: str) -> Mapping[str, torch.Tensor]:
+    """`value` if it is a dict of name -> tensor, else a CheckpointError naming `source`."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in value.items()):
+        raise CheckpointError(f"{source}: expected a state dict (names -> tensors), found {type(value).__name__}")
+    return value
 
 
 def require_keys(data: Mapping, keys: list[str], source: str) -> None:

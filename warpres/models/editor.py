@@ -123,7 +123,16 @@ class Editor:
                                f"{images.dtype} {tuple(images.shape)}")
         if not torch.isfinite(images).all():
             raise WarpresError("images contain NaN or inf")
-        images = images.to(self._device)
+        parts = [self._invert_batch(images[start:start + self.max_batch].to(self._device))
+                 for start in range(0, images.shape[0], self.max_batch)]
+        if len(parts) == 1:
+            return parts[0]
+        cat = lambda tensors: torch.cat(list(tensors))  # noqa: E731
+        return Inversion(cat(p.wplus for p in parts), cat(p.enc_feat for p in parts),
+                         HeadOutputs(*(cat(fields) for fields in zip(*(p.head for p in parts)))),
+                         None if parts[0].residual is None else cat(p.residual for p in parts))
+
+    def _invert_batch(self, images: torch.Tensor) -> Inversion:
         wplus, enc_feat = self.model.encoder(images)
         head = self.model.generator.synthesis.head(wplus)
         branch = self.model.branch
