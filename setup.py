@@ -18,7 +18,7 @@ setup(
     extras_require={
         # The PyTorch side (models, checkpoint loading, training, export). Pin the build you want
         # on the command line (e.g. torch==2.13.0 for CPU); an unpinned install pulls CUDA wheels.
-        "torch": ["torch>=2.5"]  # torch.serialization.safe_globals,
+        "torch": ["torch>=2.5"],  # torch.serialization.safe_globals
         "test": ["pytest>=8"],
     },
 )
