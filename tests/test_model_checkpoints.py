@@ -179,3 +179,11 @@ def test_styleres_injecting_at_a_coarser_resolution_reads_the_matching_encoder_s
     images = torch.rand(1, 3, 128, 128) * 2 - 1
     expected = Editor(model).edit(Editor(model).invert(images))
     torch.testing.assert_close(Editor(loaded).edit(Editor(loaded).invert(images)), expected, atol=0, rtol=0)
+
+
+def test_e4e_encoder_and_decoder_of_different_w_plus_sizes_are_refused(tmp_path):
+    source = tiny_editing_model("inversion")
+    decoder = RosinalityGenerator(size=128, style_dim=32, n_mlp=2, narrow=1 / 16)
+    torch.save(_official_e4e_checkpoint(source, decoder, "Encoder4Editing"), tmp_path / "e4e.pt")
+    with pytest.raises(CheckpointError, match=r"e4e\.pt: its parts do not fit together: encoder predicts \(10, 32\)"):
+        load_checkpoint(tmp_path / "e4e.pt")

@@ -156,7 +156,4 @@ def load_e4e_or_psp(data: Mapping, source: str) -> EditingModel:
     # Residuals (a later fine-tune) are injected where the encoder features are: E = S / 4.
     generator = load_rosinality_generator(decoder, f"{source}[state_dict.decoder]",
                                           embed_res=encoder.config.feature_size)
-    if generator.num_ws != encoder.config.num_ws:
-        raise CheckpointError(f"{source}: encoder predicts {encoder.config.num_ws} W+ layers but the decoder "
-                              f"takes {generator.num_ws}")
     return _assemble(source, generator, encoder)

@@ -88,11 +88,19 @@ class Inversion:
     def batch_size(self) -> int:
         return self.wplus.shape[0]
 
+    @staticmethod
+    def cat(parts: Sequence[Inversion]) -> Inversion:
+        """Caches of several batches joined along the batch, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        join = lambda tensors: torch.cat(list(tensors))  # noqa: E731
+        return Inversion(join(p.wplus for p in parts), join(p.enc_feat for p in parts),
+                         HeadOutputs(*(join(fields) for fields in zip(*(p.head for p in parts)))),
+                         None if parts[0].residual is None else join(p.residual for p in parts))
+
     def repeat(self, times: int) -> Inversion:
         """The same cache tiled `times` along the batch (edit-major order)."""
-        tile = lambda t: t.repeat(times, *([1] * (t.ndim - 1)))  # noqa: E731
-        return Inversion(tile(self.wplus), tile(self.enc_feat), HeadOutputs(*(tile(t) for t in self.head)),
-                         None if self.residual is None else tile(self.residual))
+        return Inversion.cat([self] * times)
 
 
 class Editor:
@@ -123,14 +131,8 @@ class Editor:
                                f"{images.dtype} {tuple(images.shape)}")
         if not torch.isfinite(images).all():
             raise WarpresError("images contain NaN or inf")
-        parts = [self._invert_batch(images[start:start + self.max_batch].to(self._device))
-                 for start in range(0, images.shape[0], self.max_batch)]
-        if len(parts) == 1:
-            return parts[0]
-        cat = lambda tensors: torch.cat(list(tensors))  # noqa: E731
-        return Inversion(cat(p.wplus for p in parts), cat(p.enc_feat for p in parts),
-                         HeadOutputs(*(cat(fields) for fields in zip(*(p.head for p in parts)))),
-                         None if parts[0].residual is None else cat(p.residual for p in parts))
+        return Inversion.cat([self._invert_batch(images[start:start + self.max_batch].to(self._device))
+                              for start in range(0, images.shape[0], self.max_batch)])
 
     def _invert_batch(self, images: torch.Tensor) -> Inversion:
         wplus, enc_feat = self.model.encoder(images)
