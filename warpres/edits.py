@@ -34,7 +34,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from warpres.errors import EditError
+from warpres.files import atomic_path
 
 DIRECTIONS_TENSORS = "directions.safetensors"
 DIRECTIONS_JSON = "directions.json"
@@ -466,9 +466,10 @@ class DirectionLibrary:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {key: np.ascontiguousarray(value) for key, value in self._tensors().items()}
-        _write_atomically(directory / DIRECTIONS_TENSORS, lambda tmp: save_file(tensors, tmp))
-        text = json.dumps(self.description(), indent=2) + "\n"
-        _write_atomically(directory / DIRECTIONS_JSON, lambda tmp: Path(tmp).write_text(text))
+        with atomic_path(directory / DIRECTIONS_TENSORS) as tmp:
+            save_file(tensors, str(tmp))
+        with atomic_path(directory / DIRECTIONS_JSON) as tmp:
+            tmp.write_text(json.dumps(self.description(), indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> DirectionLibrary:
@@ -511,13 +512,3 @@ class DirectionLibrary:
             raise EditError(f"{json_path}: malformed direction description ({exc!r})") from exc
         return cls(directions)
 
-
-def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

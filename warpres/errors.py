@@ -15,3 +15,11 @@ class EditError(WarpresError):
 
 class ImageError(WarpresError):
     """An input image cannot be turned into encoder input."""
+
+
+class ExportError(WarpresError):
+    """A stage did not export, or its exported graph does not match the PyTorch reference."""
+
+
+class BackendError(WarpresError):
+    """A backend is not installed, cannot run here, or failed to load or run a graph."""

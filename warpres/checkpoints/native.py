@@ -9,8 +9,6 @@ round-trips exactly; nothing in it is executable.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -18,6 +16,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from warpres.checkpoints.safe_load import load_state_strict, strip_prefix
 from warpres.errors import CheckpointError
+from warpres.files import atomic_path
 from warpres.models.editor import EditingModel
 from warpres.models.encoders import EncoderConfig, StyleEncoder
 from warpres.models.stylegan2 import Generator, GeneratorConfig
@@ -45,15 +44,8 @@ def save_model(model: EditingModel, path: str | Path, extra_metadata: dict[str, 
     metadata = {**(extra_metadata or {}), "format": FORMAT, "format_version": str(FORMAT_VERSION),
                 "family": model.family, "config": json.dumps(config)}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

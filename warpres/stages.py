@@ -1,0 +1,253 @@
+"""The stage table and the exported-model manifest: the contract export and runtime share.
+
+Nothing else hard-codes stage order or tensor names (ARCHITECTURE §2). This module imports
+neither torch nor the exporter, so a serving image can read a model folder with numpy alone.
+
+A model folder holds one ONNX graph per stage, ``manifest.json`` and, when the model has edit
+directions, ``directions.safetensors`` + ``directions.json``. The manifest pins every file by
+SHA-256 and names the model (``model_id``, a hash of its weights), so a runtime refuses a graph
+that was changed after export or that was copied in from another model's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from warpres.errors import WarpresError
+from warpres.files import atomic_path, sha256_file
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "warpres-model"
+MANIFEST_VERSION = 1
+BATCH_AXIS = "batch"
+
+
+class ModelFolderError(WarpresError):
+    """A model folder is incomplete, tampered with, or belongs to another model."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One subgraph: its file stem, tensor names (batch first in every tensor), and whether
+    its outputs depend only on the image (cached per image) or change with each edit."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    per_image: bool
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.onnx"
+
+
+ENCODER = Stage("encoder", ("image",), ("wplus", "enc_feat"), per_image=True)
+# Runs on the original latent once per image, then on every edited latent.
+SYNTHESIS_HEAD = Stage("synthesis_head", ("wplus",), ("feat", "tap_quarter", "tap_half", "rgb"), per_image=False)
+RESIDUAL_ENCODER = Stage("residual_encoder", ("enc_feat", "feat"), ("residual",), per_image=True)
+FLOW = Stage("flow", ("tap_quarter", "tap_half", "feat", "tap_quarter_edit", "tap_half_edit", "feat_edit"),
+             ("flow",), per_image=False)
+FUSE_STYLERES = Stage("fuse", ("residual", "feat_edit"), ("feat_fused",), per_image=False)
+FUSE_WARPRES = Stage("fuse", ("residual", "feat_edit", "flow"), ("feat_fused",), per_image=False)
+SYNTHESIS_TAIL = Stage("synthesis_tail", ("feat_fused", "rgb", "wplus"), ("image",), per_image=False)
+
+# In execution order. "inversion" is E0 + generator without a residual branch: the tail takes
+# the edited head's feat as feat_fused.
+FAMILY_STAGES: dict[str, tuple[Stage, ...]] = {
+    "inversion": (ENCODER, SYNTHESIS_HEAD, SYNTHESIS_TAIL),
+    "styleres": (ENCODER, SYNTHESIS_HEAD, RESIDUAL_ENCODER, FUSE_STYLERES, SYNTHESIS_TAIL),
+    "warpres": (ENCODER, SYNTHESIS_HEAD, RESIDUAL_ENCODER, FLOW, FUSE_WARPRES, SYNTHESIS_TAIL),
+}
+
+
+def stages_for(family: str) -> tuple[Stage, ...]:
+    """The stages a model family exports and runs, in execution order."""
+    try:
+        return FAMILY_STAGES[family]
+    except KeyError:
+        raise WarpresError(f"model family {family!r} has no deployable stages; an exported model needs an "
+                           f"encoder to invert images (families: {sorted(FAMILY_STAGES)})") from None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape with the batch axis named ``"batch"``, e.g. ``("batch", 512, 64, 64)``; dtype name."""
+
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
+        return cls(tuple(data["shape"]), data["dtype"])
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file in the model folder, pinned by its SHA-256."""
+
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What `manifest.json` says about an exported model folder.
+
+    family: "inversion" | "styleres" | "warpres". config: the model's component configs as JSON
+    (generator / encoder / branch). model_id: SHA-256 over the model's weights, written into
+    each graph's metadata too. io: per stage, each input and output tensor's spec (the
+    encoder's input `image` and the tail's output `image` share a name, not a shape).
+    graphs: stage name -> file. directions: the two direction files, if the model has edit directions. versions: the
+    package versions that exported it (informative).
+    """
+
+    family: str
+    config: dict[str, Any]
+    model_id: str
+    flavour: str
+    opset: int
+    io: dict[str, dict[str, TensorSpec]]
+    graphs: dict[str, FileEntry]
+    directions: dict[str, FileEntry] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return stages_for(self.family)
+
+    @property
+    def image_size(self) -> int:
+        """Senc: the encoder's input size."""
+        return int(self.io[ENCODER.name]["image"].shape[-1])
+
+    @property
+    def resolution(self) -> int:
+        """R: the size of the images the tail renders."""
+        return int(self.io[SYNTHESIS_TAIL.name]["image"].shape[-1])
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """(L, w_dim) of W+."""
+        _, layers, dim = self.io[ENCODER.name]["wplus"].shape
+        return int(layers), int(dim)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "format_version": MANIFEST_VERSION,
+            "family": self.family,
+            "model_id": self.model_id,
+            "flavour": self.flavour,
+            "opset": self.opset,
+            "dynamic_axes": {"0": BATCH_AXIS},
+            "config": self.config,
+            "stages": {stage.name: {"inputs": list(stage.inputs), "outputs": list(stage.outputs),
+                                    "per_image": stage.per_image, "file": self.graphs[stage.name].file,
+                                    "sha256": self.graphs[stage.name].sha256,
+                                    "tensors": {name: spec.to_dict() for name, spec in self.io[stage.name].items()}}
+                       for stage in self.stages},
+            "directions": {role: {"file": e.file, "sha256": e.sha256} for role, e in self.directions.items()},
+            "versions": self.versions,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = MANIFEST_NAME) -> Manifest:
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            raise ModelFolderError(f"{source}: not a warpres model manifest (format={_get(data, 'format')!r})")
+        if data.get("format_version") != MANIFEST_VERSION:
+            raise ModelFolderError(f"{source}: manifest version {data.get('format_version')!r}; "
+                                   f"this version reads {MANIFEST_VERSION}")
+        try:
+            family = data["family"]
+            stages = stages_for(family)
+            recorded = data["stages"]
+            for stage in stages:
+                entry = recorded[stage.name]
+                if (tuple(entry["inputs"]), tuple(entry["outputs"])) != (stage.inputs, stage.outputs):
+                    raise ModelFolderError(f"{source}: stage {stage.name} has tensors {entry['inputs']} -> "
+                                           f"{entry['outputs']}; this version expects {list(stage.inputs)} -> "
+                                           f"{list(stage.outputs)}")
+            return cls(
+                family=family,
+                config=data["config"],
+                model_id=data["model_id"],
+                flavour=data["flavour"],
+                opset=int(data["opset"]),
+                io={s.name: {name: TensorSpec.from_dict(recorded[s.name]["tensors"][name])
+                             for name in (*s.inputs, *s.outputs)} for s in stages},
+                graphs={s.name: FileEntry(recorded[s.name]["file"], recorded[s.name]["sha256"]) for s in stages},
+                directions={role: FileEntry(e["file"], e["sha256"]) for role, e in data.get("directions", {}).items()},
+                versions=dict(data.get("versions", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFolderError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from None
+
+
+def _get(data: object, key: str) -> object:
+    return data.get(key) if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """An exported model folder whose manifest was read and whose files were verified."""
+
+    path: Path
+    manifest: Manifest
+
+    def graph_path(self, stage: Stage) -> Path:
+        return self.path / self.manifest.graphs[stage.name].file
+
+    @property
+    def directions_path(self) -> Path | None:
+        """The folder holding directions.{safetensors,json}, or None when the model has none."""
+        return self.path if self.manifest.directions else None
+
+
+def is_model_folder(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def _inside(folder: Path, name: str, source: Path) -> Path:
+    """`folder / name`, refusing names that would leave the folder (absolute, `..`, links out)."""
+    candidate = (folder / name).resolve()
+    if Path(name).is_absolute() or not candidate.is_relative_to(folder.resolve()):
+        raise ModelFolderError(f"{source}: file {name!r} points outside the model folder")
+    return candidate
+
+
+def open_model_folder(path: str | os.PathLike[str], verify: bool = True) -> ModelFolder:
+    """Read `path/manifest.json` and check that every file it pins exists, stays inside the
+    folder and (with `verify`) has the recorded SHA-256."""
+    folder = Path(path)
+    manifest_path = folder / MANIFEST_NAME
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFolderError(f"{folder}: no {MANIFEST_NAME}; not an exported model folder "
+                               f"(run `warpres export CHECKPOINT -o {folder}`)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"{manifest_path}: unreadable ({exc})") from None
+    manifest = Manifest.from_dict(data, str(manifest_path))
+    for role, entry in [*manifest.graphs.items(), *manifest.directions.items()]:
+        file = _inside(folder, entry.file, manifest_path)
+        if not file.is_file():
+            raise ModelFolderError(f"{file}: missing ({role} in {manifest_path}); re-export the model")
+        if verify and sha256_file(file) != entry.sha256:
+            raise ModelFolderError(f"{file}: SHA-256 differs from {manifest_path}; the file was changed after "
+                                   f"export or belongs to another model; re-export it")
+    return ModelFolder(folder, manifest)
+
+
+def write_manifest(folder: str | os.PathLike[str], manifest: Manifest) -> Path:
+    """Write `manifest.json` atomically (last, after the files it pins)."""
+    path = Path(folder) / MANIFEST_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
