@@ -95,7 +95,7 @@ def test_edit_many_equals_one_edit_at_a_time(family, images):
     inversion = editor.invert(images)
     edit_sets = [[shift_all_layers(0.2)], [], [shift_all_layers(-0.3), shift_all_layers(0.1)]]
     together = editor.edit_many(inversion, edit_sets)
-    for edits, image in zip(edit_sets, together):
+    for edits, image in zip(edit_sets, together, strict=True):
         torch.testing.assert_close(image, editor.edit(inversion, edits), atol=1e-5, rtol=1e-5)
 
 

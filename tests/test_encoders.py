@@ -131,7 +131,7 @@ def test_state_dict_round_trip_loads_strict_and_reproduces_outputs(kind: str, im
     target = StyleEncoder(source.config).eval()
     target.load_state_dict(source.state_dict(), strict=True)
     with torch.no_grad():
-        for a, b in zip(source(image), target(image)):
+        for a, b in zip(source(image), target(image), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

@@ -95,7 +95,7 @@ def test_native_format_round_trips_exactly(family, images, tmp_path):
     save_model(source, tmp_path / "model.safetensors")
     loaded = load_checkpoint(tmp_path / "model.safetensors")
     assert loaded.family == family
-    for ours, theirs in zip(source.state_dict().items(), loaded.state_dict().items()):
+    for ours, theirs in zip(source.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert ours[0] == theirs[0] and torch.equal(ours[1], theirs[1])
     assert torch.equal(loaded.encoder.latent_avg, source.encoder.latent_avg)
     editor, expected_editor = Editor(loaded), Editor(source)

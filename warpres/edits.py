@@ -342,7 +342,7 @@ def read_ganspace_configs(path: str | os.PathLike[str]) -> list[GanSpaceConfig]:
                     raise EditError(f"{path}:{line}: expected integers for pca_idx, start, end "
                                     f"and a number for strength, got {row}") from None
                 configs.append(_with_file_context(f"{path}:{line}",
-                                                  lambda: GanSpaceConfig(name, *numbers)))
+                                                  lambda name=name, numbers=numbers: GanSpaceConfig(name, *numbers)))
     except OSError as exc:
         raise EditError(f"{path}: cannot read ({exc})") from exc
     names = [config.name for config in configs]
@@ -396,7 +396,7 @@ class DirectionLibrary:
         if not isinstance(wplus, np.ndarray):
             raise EditError(f"wplus must be a numpy array (B, L, D), got {type(wplus).__name__}")
         edited = wplus.copy()
-        for direction, edit in zip(directions, edits):
+        for direction, edit in zip(directions, edits, strict=True):
             edited = direction.apply(edited, edit.strength)
         return edited
 
@@ -424,7 +424,7 @@ class DirectionLibrary:
         if pca_files:
             configs = read_ganspace_configs(csv_path)
             for pca in map(load_ganspace_pca, pca_files):
-                directions += [_with_file_context(csv_path, lambda: GanSpaceDirection(pca, c))
+                directions += [_with_file_context(csv_path, lambda pca=pca, c=c: GanSpaceDirection(pca, c))
                                for c in configs]
         return cls(directions)
 

@@ -23,3 +23,7 @@ class ExportError(WarpresError):
 
 class BackendError(WarpresError):
     """A backend is not installed, cannot run here, or failed to load or run a graph."""
+
+
+class ModelFolderError(WarpresError):
+    """An exported model folder is incomplete, was changed after export, or mixes models."""

@@ -17,17 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from warpres.errors import WarpresError
+from warpres.errors import ModelFolderError, WarpresError
 from warpres.files import atomic_path, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "warpres-model"
 MANIFEST_VERSION = 1
 BATCH_AXIS = "batch"
-
-
-class ModelFolderError(WarpresError):
-    """A model folder is incomplete, tampered with, or belongs to another model."""
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ class RosinalityGenerator(nn.Module):
         skip = self.to_rgb1(out, latent[:, 1])
         i = 1
         for conv_up, conv, to_rgb, n1, n2 in zip(self.convs[::2], self.convs[1::2], self.to_rgbs,
-                                                  noise[1::2], noise[2::2]):
+                                                  noise[1::2], noise[2::2], strict=True):
             out = conv_up(out, latent[:, i], n1)
             out = conv(out, latent[:, i + 1], n2)
             skip = to_rgb(out, latent[:, i + 2], skip)

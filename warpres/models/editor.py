@@ -95,7 +95,7 @@ class Inversion:
             return parts[0]
         join = lambda tensors: torch.cat(list(tensors))  # noqa: E731
         return Inversion(join(p.wplus for p in parts), join(p.enc_feat for p in parts),
-                         HeadOutputs(*(join(fields) for fields in zip(*(p.head for p in parts)))),
+                         HeadOutputs(*(join(fields) for fields in zip(*(p.head for p in parts), strict=True))),
                          None if parts[0].residual is None else join(p.residual for p in parts))
 
     def repeat(self, times: int) -> Inversion:

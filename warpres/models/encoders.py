@@ -253,7 +253,7 @@ class StyleEncoder(nn.Module):
         )
         units: list[nn.Module] = []
         in_channels = widths[0]
-        for out_channels, num_units in zip(widths, UNITS_PER_STAGE[config.num_layers]):
+        for out_channels, num_units in zip(widths, UNITS_PER_STAGE[config.num_layers], strict=True):
             # Every stage halves the resolution in its first unit, including the first stage.
             for u in range(num_units):
                 units.append(IRUnit(in_channels, out_channels, 2 if u == 0 else 1, se_reduction))

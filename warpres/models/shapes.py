@@ -15,7 +15,7 @@ def check_shape(name: str, tensor: torch.Tensor, expected: Sequence[int | str]) 
     """
     shape = tuple(tensor.shape)
     matches = len(shape) == len(expected) and all(
-        isinstance(want, str) or got == want for got, want in zip(shape, expected)
+        isinstance(want, str) or got == want for got, want in zip(shape, expected, strict=True)
     )
     if not matches:
         wanted = ", ".join(str(want) for want in expected)

@@ -46,7 +46,7 @@ class ResidualEncoder(nn.Module):
         for block in self.down:
             skips.append(x)
             x = block(x)
-        for block, skip in zip(self.up, reversed(skips)):
+        for block, skip in zip(self.up, reversed(skips), strict=True):
             x = block(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False) + skip)
         return self.out_layer(x)
 
