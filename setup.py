@@ -14,11 +14,18 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "opencv-python-headless>=4.8,<5",  # 5.x dropped the Haar cascades used for face crops
+        "click>=8.1",
+        "tqdm>=4.66",
     ],
     extras_require={
-        # The PyTorch side (models, checkpoint loading, training, export). Pin the build you want
-        # on the command line (e.g. torch==2.13.0 for CPU); an unpinned install pulls CUDA wheels.
+        # The PyTorch side (models, checkpoint loading, training). Pin the build you want on the
+        # command line (e.g. torch==2.13.0 for CPU); an unpinned install pulls CUDA wheels.
         "torch": ["torch>=2.5"],  # torch.serialization.safe_globals
-        "test": ["pytest>=8"],
+        # Checkpoint -> ONNX subgraphs, validated against PyTorch with ONNX Runtime.
+        "export": ["torch>=2.5", "onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.5", "onnxslim>=0.1.70"],
+        # The CPU runtime: OpenVINO (BF16/INT8 on AMX) and ONNX Runtime, the portable reference.
+        "cpu": ["openvino>=2025.0", "onnxruntime>=1.20"],
+        "test": ["pytest>=8", "scikit-image>=0.22"],  # skimage ships the public-domain portrait the face tests use
     },
+    entry_points={"console_scripts": ["warpres = warpres.cli:main"]},
 )

@@ -369,6 +369,13 @@ class DirectionLibrary:
                 raise EditError(f"two directions are named '{direction.name}'")
             self._directions[direction.name] = direction
 
+    def merged(self, other: DirectionLibrary) -> DirectionLibrary:
+        """Both libraries' directions; a name in both raises :class:`EditError`."""
+        return DirectionLibrary([*self._directions.values(), *other._directions.values()])
+
+    def __len__(self) -> int:
+        return len(self._directions)
+
     @property
     def names(self) -> list[str]:
         """Canonical names, sorted."""
