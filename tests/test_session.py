@@ -1,0 +1,152 @@
+"""Session: the stage graph and the per-image cache, checked on the torch backend against the
+PyTorch Editor (the reference pipeline) on tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_editing_model
+
+from warpres.edits import DirectionLibrary, LinearDirection
+from warpres.errors import EditError, ImageError, WarpresError
+from warpres.models.editor import Editor
+from warpres.runtime.session import FeatureCache, Session
+
+# Same float32 graph on both sides; only the stage boundaries (numpy round trips) differ.
+ATOL = 1e-5
+
+
+def _directions(dim: int = 32) -> DirectionLibrary:
+    rng = np.random.default_rng(0)
+    return DirectionLibrary([LinearDirection("smile", rng.standard_normal((1, dim)).astype(np.float32)),
+                             LinearDirection("age", rng.standard_normal((1, dim)).astype(np.float32))])
+
+
+@pytest.fixture(params=["inversion", "styleres", "warpres"])
+def model(request):
+    return tiny_editing_model(request.param)
+
+
+def test_edit_matches_the_pytorch_editor(model, images):
+    session = Session(model, backend="torch", directions=_directions())
+    editor = Editor(model, directions=_directions())
+    got = session.edit(session.invert(images.numpy()), "smile=1.5,age=-1")
+    expected = editor.edit(editor.invert(images), "smile=1.5,age=-1").numpy()
+    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
+
+
+def test_reconstruction_without_edits_matches_the_editor(model, images):
+    session = Session(model, backend="torch")
+    editor = Editor(model)
+    got = session.edit(session.invert(images.numpy()))
+    np.testing.assert_allclose(got, editor.edit(editor.invert(images)).numpy(), atol=ATOL, rtol=0)
+
+
+def test_uint8_pixels_in_give_uint8_pixels_out_at_the_output_resolution():
+    session = Session(tiny_editing_model("warpres"), backend="torch")
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+    out = session.edit(session.invert(pixels))
+    assert out.dtype == np.uint8 and out.shape == (2, 64, 64, 3)
+
+
+def test_tensors_in_give_tensors_out(images):
+    session = Session(tiny_editing_model("styleres"), backend="torch")
+    out = session.edit(session.invert(images))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 64, 64)
+
+
+def test_bgr_session_takes_and_returns_opencv_channel_order():
+    model = tiny_editing_model("warpres")
+    pixels = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    rgb = Session(model, backend="torch").edit_batch(pixels)
+    bgr = Session(model, backend="torch", channels="bgr").edit_batch(pixels[..., ::-1].copy())
+    np.testing.assert_array_equal(bgr[..., ::-1], rgb)
+
+
+def test_edit_many_equals_separate_edits(images):
+    session = Session(tiny_editing_model("warpres"), backend="torch", directions=_directions(), max_batch=2)
+    inversion = session.invert(images.numpy())
+    sets = ["smile=2", None, "age=1,smile=-1"]
+    for edits, batched in zip(sets, session.edit_many(inversion, sets), strict=True):
+        np.testing.assert_allclose(batched, session.edit(inversion, edits), atol=ATOL, rtol=0)
+
+
+def test_a_re_edit_runs_only_the_per_edit_stages(images):
+    session = Session(tiny_editing_model("warpres"), backend="torch", directions=_directions())
+    ran = []
+    run = session.backend.run
+    session.backend.run = lambda stage, feeds: ran.append(stage.name) or run(stage, feeds)
+    inversion = session.invert(images.numpy())
+    assert ran == ["encoder", "synthesis_head", "residual_encoder"]
+    ran.clear()
+    session.edit(inversion, "smile=1")
+    assert ran == ["synthesis_head", "flow", "fuse", "synthesis_tail"]
+
+
+def test_an_evicted_image_is_recomputed_to_the_same_result(images):
+    model = tiny_editing_model("warpres")
+    roomy = Session(model, backend="torch", directions=_directions())
+    tight = Session(model, backend="torch", directions=_directions(), cache_bytes=1)  # keeps one image
+    expected = roomy.edit(roomy.invert(images.numpy()), "smile=1")
+    inversion = tight.invert(images.numpy())
+    assert len(tight.cache) == 1 and tight.cache.evictions == 1
+    np.testing.assert_allclose(tight.edit(inversion, "smile=1"), expected, atol=ATOL, rtol=0)
+
+
+def test_cache_stays_within_its_byte_budget():
+    cache = FeatureCache(max_bytes=3000)
+    for key in range(10):
+        cache.put(key, {"x": np.zeros(250, np.float32)})  # 1000 bytes each
+    assert cache.bytes == 3000 and len(cache) == 3 and 9 in cache and 6 not in cache
+
+
+def test_cache_evicts_the_least_recently_used_entry():
+    cache = FeatureCache(max_bytes=2000)
+    cache.put(0, {"x": np.zeros(250, np.float32)})
+    cache.put(1, {"x": np.zeros(250, np.float32)})
+    cache.get(0)
+    cache.put(2, {"x": np.zeros(250, np.float32)})
+    assert 0 in cache and 1 not in cache
+
+
+def test_latent_filter_sets_the_latents_edits_start_from(images):
+    session = Session(tiny_editing_model("styleres"), backend="torch")
+    plain = session.invert(images.numpy())
+    shifted = session.invert(images.numpy(), latent_filter=lambda w: w + 0.5)
+    np.testing.assert_allclose(shifted.wplus, plain.wplus + 0.5, atol=1e-6)
+
+
+def test_edit_functions_on_latents_are_applied(images):
+    session = Session(tiny_editing_model("warpres"), backend="torch", directions=_directions())
+    inversion = session.invert(images.numpy())
+    direction = _directions().resolve("smile").vector
+    by_name = session.edit(inversion, "smile=2")
+    by_function = session.edit(inversion, lambda w: w + 2 * direction)
+    np.testing.assert_allclose(by_function, by_name, atol=ATOL, rtol=0)
+
+
+def test_unknown_edit_names_are_refused_with_the_known_names(images):
+    session = Session(tiny_editing_model("warpres"), backend="torch", directions=_directions())
+    with pytest.raises(EditError, match="unknown edit 'smiel'.*age, smile"):
+        session.edit(session.invert(images.numpy()), "smiel=1")
+
+
+def test_handles_from_another_session_are_refused(images):
+    model = tiny_editing_model("inversion")
+    inversion = Session(model, backend="torch").invert(images.numpy())
+    with pytest.raises(WarpresError, match="another Session"):
+        Session(model, backend="torch").edit(inversion)
+
+
+def test_nan_input_is_refused(images):
+    bad = images.numpy().copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ImageError, match="NaN"):
+        Session(tiny_editing_model("inversion"), backend="torch").invert(bad)
+
+
+def test_float_input_at_the_wrong_size_is_refused():
+    session = Session(tiny_editing_model("inversion"), backend="torch")
+    with pytest.raises(ImageError, match=r"\(B, 3, 64, 64\)"):
+        session.invert(np.zeros((1, 3, 32, 32), np.float32))

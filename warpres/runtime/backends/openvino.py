@@ -1,0 +1,192 @@
+"""OpenVINO on the CPU: the default backend, bf16 on CPUs with AMX / AVX512-BF16, f32 for parity.
+
+Each stage's ONNX graph is read with OpenVINO's ONNX frontend, compiled on first use (or by
+`warm_up`) with one reused infer request, and cached on disk, so a later process loads the
+compiled blob instead of compiling again. The batch axis stays dynamic. openvino is imported
+when a backend is created, never by importing this module (ARCHITECTURE §4).
+
+The cache is keyed by OpenVINO's hash of the model itself: we compile the `ov.Model`, not the
+file path. With a path, OpenVINO 2026.4 keys the blob by the path and checks only the file's
+timestamp, so a graph rewritten in place within the same second loads the old model's blob.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from warpres.errors import BackendError
+from warpres.runtime.backends import check_feeds
+from warpres.stages import ModelFolder, Stage
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "openvino"
+"""The module imported; pip installs it as `openvino`."""
+PRECISIONS = ("f32", "bf16")
+
+
+def import_openvino():
+    try:
+        return importlib.import_module(PACKAGE)
+    except ImportError as exc:
+        raise BackendError(f"OpenVINO is not installed ({exc}): pip install openvino") from None
+
+
+def cpu_capabilities(core) -> tuple[str, ...]:
+    """What the CPU plugin can run fast here, e.g. ("BF16", "WINOGRAD", "FP32", "INT8", ...)."""
+    return tuple(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def resolve_precision(requested: str | None, capabilities: Sequence[str]) -> tuple[str, str | None]:
+    """(the precision to compile with, a warning to log or None). None asks for bf16 where the
+    CPU has it and f32 elsewhere; an explicit bf16 on a CPU without it falls back to f32."""
+    if requested is not None and requested not in PRECISIONS:
+        raise BackendError(f"openvino precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    has_bf16 = "BF16" in capabilities
+    if requested is None:
+        return ("bf16" if has_bf16 else "f32"), None
+    if requested == "bf16" and not has_bf16:
+        return "f32", (f"bf16 requested but this CPU has no BF16 support (OpenVINO capabilities: "
+                       f"{', '.join(capabilities)}); running in f32")
+    return requested, None
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/warpres/openvino, else ~/.cache/warpres/openvino."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "warpres" / "openvino"
+
+
+class OpenVinoBackend:
+    """Runs a model folder's stages with OpenVINO on the CPU.
+
+    precision: "f32", "bf16", None (bf16 where the CPU has it, else f32), or {stage name:
+    precision} for stages that need another than the default (e.g. {"flow": "f32"}); unlisted
+    stages take the default. cache_dir: where compiled blobs go (default `default_cache_dir()`).
+    threads: inference threads (default: OpenVINO's, one per physical core). One infer request
+    per stage, reused: use a backend from one thread at a time.
+    """
+
+    def __init__(self, folder: ModelFolder, *, precision: str | Mapping[str, str] | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None, threads: int | None = None) -> None:
+        self._ov = import_openvino()
+        self._core = self._ov.Core()
+        if threads is not None and threads < 1:
+            raise BackendError(f"openvino threads must be >= 1, got {threads}")
+        self.folder = folder
+        self.threads = threads
+        self.precisions = self._stage_precisions(precision, cpu_capabilities(self._core))
+        self.cache_dir = self._usable_cache_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+        self.name = f"openvino ({_describe(self.precisions)}, CPU)"
+        self._compiled: dict[str, tuple[object, object]] = {}  # stage -> (compiled model, infer request)
+
+    def _stage_precisions(self, precision, capabilities: Sequence[str]) -> dict[str, str]:
+        stages = [stage.name for stage in self.folder.manifest.stages]
+        if isinstance(precision, Mapping):
+            unknown = sorted(set(precision) - set(stages))
+            if unknown:
+                raise BackendError(f"openvino precision names stages {unknown} this {self.folder.manifest.family} "
+                                   f"model lacks (stages: {', '.join(stages)})")
+            requested = {stage: precision.get(stage) for stage in stages}
+        else:
+            requested = dict.fromkeys(stages, precision)
+        resolved, warnings = {}, set()
+        for stage, asked in requested.items():
+            resolved[stage], warning = resolve_precision(asked, capabilities)
+            if warning:
+                warnings.add(warning)
+        for warning in warnings:
+            log.warning("openvino: %s", warning)
+        return resolved
+
+    @staticmethod
+    def _usable_cache_dir(path: Path) -> Path | None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only home must not stop inference, only make it start slower
+            log.warning("openvino: cannot use model cache %s (%s); compiling without a cache", path, exc)
+            return None
+        return path
+
+    def warm_up(self, stages: Iterable[Stage] | None = None) -> None:
+        """Compile now (all stages by default) instead of on first use."""
+        for stage in stages if stages is not None else self.folder.manifest.stages:
+            self._request(stage)
+
+    def loaded_from_cache(self, stage: Stage) -> bool:
+        """Whether `stage` was loaded from a cached blob rather than compiled (compiles it if needed)."""
+        self._request(stage)
+        compiled, _ = self._compiled[stage.name]
+        return bool(compiled.get_property("LOADED_FROM_CACHE"))
+
+    def run(self, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = check_feeds(self.folder, stage, feeds)
+        request = self._request(stage)
+        try:
+            # share_inputs: the call is synchronous, so OpenVINO may read our arrays in place.
+            results = request.infer(feeds, share_inputs=True, share_outputs=True)
+        except Exception as exc:
+            raise BackendError(f"{self.name}: stage {stage.name} failed ({_last_line(exc)})") from None
+        # The request reuses its output buffers on the next call: copy out, never return views.
+        return {name: np.array(results[name], dtype=np.float32, copy=True) for name in stage.outputs}
+
+    def _config(self, precision: str) -> dict[str, object]:
+        ov = self._ov
+        config: dict[str, object] = {
+            # f32 pins full precision (on AMX CPUs the plugin otherwise defaults to bf16).
+            "INFERENCE_PRECISION_HINT": ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
+            # One stream over all cores: the runtime issues one synchronous request per stage.
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if self.cache_dir is not None:
+            config["CACHE_DIR"] = str(self.cache_dir)
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        return config
+
+    def _request(self, stage: Stage):
+        entry = self._compiled.get(stage.name)
+        if entry is not None:
+            return entry[1]
+        path = self.folder.graph_path(stage)
+        if not path.is_file():
+            raise BackendError(f"{path}: missing ({stage.name} graph of {self.folder.path}); re-export the model")
+        try:
+            # The ONNX frontend directly: read_model would also try every other frontend on a bad file.
+            frontend = self._ov.frontend.FrontEndManager().load_by_framework("onnx")
+            model = frontend.convert(frontend.load(str(path)))
+        except Exception as exc:
+            raise BackendError(f"{path}: OpenVINO cannot read the {stage.name} graph ({_last_line(exc)}); "
+                               f"re-export the model") from None
+        inputs = [port.get_any_name() for port in model.inputs]
+        outputs = [name for port in model.outputs for name in port.get_names()]
+        if sorted(inputs) != sorted(stage.inputs) or not set(stage.outputs) <= set(outputs):
+            raise BackendError(f"{path}: graph maps {inputs} -> {outputs}; stage {stage.name} needs "
+                               f"{list(stage.inputs)} -> {list(stage.outputs)}")
+        try:
+            compiled = self._core.compile_model(model, "CPU", self._config(self.precisions[stage.name]))
+        except Exception as exc:
+            raise BackendError(f"{path}: OpenVINO cannot compile the {stage.name} graph ({_last_line(exc)})") from None
+        request = compiled.create_infer_request()
+        self._compiled[stage.name] = (compiled, request)
+        return request
+
+
+def _describe(precisions: Mapping[str, str]) -> str:
+    """"bf16", or "bf16, f32: flow, fuse" when some stages differ from the most common one."""
+    values = list(precisions.values())
+    main = max(PRECISIONS, key=values.count)
+    others = {p: [stage for stage, q in precisions.items() if q == p] for p in PRECISIONS if p != main}
+    return ", ".join([main, *(f"{p}: {'/'.join(stages)}" for p, stages in others.items() if stages)])
+
+
+def _last_line(exc: Exception) -> str:
+    """OpenVINO messages end with what went wrong, after lines naming its own source files."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,475 @@
+"""Session: invert once, edit many times, on any backend (ARCHITECTURE §1, §3).
+
+The session owns the stage graph and the per-image cache; a backend only runs one stage.
+`invert` runs everything that depends on the image alone (encoder, synthesis head of the
+original latent, E1) and caches it; every `edit` of those images reruns only the head of the
+edited latent, the flow (WarpRes), the fuse and the tail. The cache is an LRU bounded in bytes:
+an evicted image is recomputed from the encoder input its handle keeps, so a handle never
+goes stale and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from warpres.edits import DirectionLibrary, EditRequest, parse_edit_spec
+from warpres.errors import BackendError, EditError, ImageError, WarpresError
+from warpres.images import to_model_input, to_uint8
+from warpres.runtime.backends.base import Backend
+from warpres.stages import (
+    ENCODER,
+    FLOW,
+    RESIDUAL_ENCODER,
+    SYNTHESIS_HEAD,
+    SYNTHESIS_TAIL,
+    ModelFolder,
+    Stage,
+    is_model_folder,
+    open_model_folder,
+    stages_for,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_BYTES = 2 << 30  # ~90 FFHQ-1024 WarpRes images (~22 MB each)
+DEFAULT_MAX_BATCH = 8
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+LatentEdit = Callable[[np.ndarray], np.ndarray]
+Edits = str | EditRequest | LatentEdit | Sequence[str | EditRequest | LatentEdit] | None
+LatentFilter = Callable[[np.ndarray], np.ndarray]
+
+# What the cache keeps per image, from the stages that depend on the image alone.
+_HEAD_ORIG = SYNTHESIS_HEAD.outputs  # feat, tap_quarter, tap_half, rgb
+_CACHED = ("enc_feat", *_HEAD_ORIG, "residual")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the session runs: family, encoder input size Senc, output size R, W+ shape (L, D)."""
+
+    family: str
+    image_size: int
+    resolution: int
+    latent_shape: tuple[int, int]
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return stages_for(self.family)
+
+    def stage(self, name: str) -> Stage:
+        return next(stage for stage in self.stages if stage.name == name)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageHandle:
+    """One inverted image: its cache key, its encoder input (3, Senc, Senc) kept so an evicted
+    cache entry can be recomputed, and the W+ (L, D) its edits start from."""
+
+    key: int
+    session_id: int
+    image: np.ndarray
+    wplus: np.ndarray
+
+
+@dataclass(frozen=True)
+class Inversion:
+    """The handles of one `invert` call, in input order, and how outputs should look:
+    "pixels" (uint8 (B, R, R, 3) in `channels` order), "array" (float32 (B, 3, R, R) in
+    [-1, 1]) or "tensor" (a torch tensor like the array)."""
+
+    handles: tuple[ImageHandle, ...]
+    output: str
+    channels: str = "rgb"
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def __iter__(self) -> Iterator[ImageHandle]:
+        return iter(self.handles)
+
+    def __getitem__(self, index: int | slice) -> ImageHandle | Inversion:
+        if isinstance(index, slice):
+            return Inversion(self.handles[index], self.output, self.channels)
+        return self.handles[index]
+
+    @property
+    def wplus(self) -> np.ndarray:
+        """(B, L, D) latents the edits start from."""
+        return np.stack([handle.wplus for handle in self.handles])
+
+
+class FeatureCache:
+    """LRU of per-image tensors, bounded by their total bytes (the newest entry always stays)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise WarpresError(f"cache size must be >= 0 bytes, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._entries
+
+    def get(self, key: int) -> dict[str, np.ndarray] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: int, entry: dict[str, np.ndarray]) -> None:
+        if key in self._entries:
+            self.bytes -= _nbytes(self._entries.pop(key))
+        self._entries[key] = entry
+        self.bytes += _nbytes(entry)
+        while self.bytes > self.max_bytes and len(self._entries) > 1:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= _nbytes(evicted)
+            self.evictions += 1
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+
+def _nbytes(entry: Mapping[str, np.ndarray]) -> int:
+    return sum(array.nbytes for array in entry.values())
+
+
+_session_ids = itertools.count()
+
+
+class Session:
+    """invert / edit / edit_batch over one backend, with the per-image cache.
+
+    model: an exported model folder (``manifest.json``), a checkpoint file in any format
+    `warpres.checkpoints.load_checkpoint` reads, or an EditingModel. A checkpoint used with an
+    ONNX backend is exported once into `export_cache` (default ``~/.cache/warpres/models``),
+    keyed by the checkpoint's SHA-256; that needs PyTorch and the exporter, a model folder
+    does not. backend: "auto" (TensorRT engines on a GPU, then ONNX Runtime CUDA, then
+    OpenVINO, then ONNX Runtime CPU), "openvino", "onnxruntime", "tensorrt" or "torch".
+    directions: extra edit directions (a DirectionLibrary, a folder of official edit files or
+    a folder written by DirectionLibrary.save), merged with the model folder's own.
+    channels: order of uint8 pixels in and out ("bgr" takes OpenCV frames as they come).
+    """
+
+    def __init__(self, model, backend: str = "auto", *, precision: str | Mapping[str, str] | None = None,
+                 directions: DirectionLibrary | str | os.PathLike[str] | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+                 channels: str = "rgb", export_cache: str | os.PathLike[str] | None = None) -> None:
+        if channels not in CHANNEL_ORDERS:
+            raise WarpresError(f"channels must be one of {CHANNEL_ORDERS}, got {channels!r}")
+        if max_batch < 1:
+            raise WarpresError(f"max_batch must be >= 1, got {max_batch}")
+        self.channels = channels
+        self.max_batch = max_batch
+        self.cache = FeatureCache(cache_bytes)
+        self._id = next(_session_ids)
+        self._keys = itertools.count()
+        self.backend, self.info, own_directions, self.backend_reason = _open(model, backend, precision, export_cache)
+        self.directions = _merge_directions(own_directions, directions)
+        if self.info.family not in ("inversion", "styleres", "warpres"):
+            raise WarpresError(f"a {self.info.family} model cannot invert images")
+        self._stages = {stage.name: stage for stage in self.info.stages}
+
+    # -- invert -------------------------------------------------------------------------------
+
+    def invert(self, images, *, latent_filter: LatentFilter | None = None) -> Inversion:
+        """Encode images and cache everything an edit of them reuses.
+
+        images: uint8 / uint16 pixels (one (H, W[, C]) image, a (B, H, W, C) batch or a list of
+        any sizes; gray, RGB(A)), or float model input (B, 3, Senc, Senc) in [-1, 1] as a numpy
+        array or torch tensor. Edits of the result come back in the same kind.
+        latent_filter: maps the batch's W+ (B, L, D) to the W+ to use (e.g. temporal smoothing).
+        """
+        encoder_input, output = self._encoder_input(images)
+        handles: list[ImageHandle] = []
+        for start in range(0, len(encoder_input), self.max_batch):
+            chunk = encoder_input[start:start + self.max_batch]
+            encoded = self._run(ENCODER, {"image": chunk})
+            wplus = encoded["wplus"]
+            if latent_filter is not None:
+                wplus = self._checked_latents(latent_filter(wplus.copy()), wplus.shape, "latent_filter")
+            cached = self._per_image(wplus, encoded["enc_feat"])
+            for index in range(len(chunk)):
+                handle = ImageHandle(next(self._keys), self._id, chunk[index], wplus[index])
+                self.cache.put(handle.key, {name: array[index] for name, array in cached.items()})
+                handles.append(handle)
+        return Inversion(tuple(handles), output, self.channels)
+
+    def _per_image(self, wplus: np.ndarray, enc_feat: np.ndarray) -> dict[str, np.ndarray]:
+        """enc_feat, the head of the original latent, and E1's residual: (B, ...) each."""
+        cached = {"enc_feat": enc_feat, **self._run(SYNTHESIS_HEAD, {"wplus": wplus})}
+        if RESIDUAL_ENCODER.name in self._stages:
+            cached |= self._run(RESIDUAL_ENCODER, {"enc_feat": enc_feat, "feat": cached["feat"]})
+        return cached
+
+    def _cached(self, handles: Sequence[ImageHandle]) -> dict[str, np.ndarray]:
+        """The cached tensors of `handles`, stacked (B, ...); evicted ones are recomputed."""
+        entries: list[dict[str, np.ndarray] | None] = [self.cache.get(h.key) for h in handles]
+        missing = [i for i, entry in enumerate(entries) if entry is None]
+        if missing:
+            log.debug("recomputing %d evicted cache entries", len(missing))
+            images = np.stack([handles[i].image for i in missing])
+            wplus = np.stack([handles[i].wplus for i in missing])
+            recomputed = self._per_image(wplus, self._run(ENCODER, {"image": images})["enc_feat"])
+            for j, i in enumerate(missing):
+                entries[i] = {name: array[j] for name, array in recomputed.items()}
+                self.cache.put(handles[i].key, entries[i])
+        return {name: np.stack([entry[name] for entry in entries]) for name in entries[0]}
+
+    # -- edit ---------------------------------------------------------------------------------
+
+    def edit(self, inversion: Inversion | ImageHandle | Sequence[ImageHandle], edits: Edits = None):
+        """Apply `edits` in order to the inverted latents and render (B images, the kind
+        `invert` was given). No edits renders the reconstruction (with residuals)."""
+        inversion = self._as_inversion(inversion)
+        return self._render(inversion, self.edited_latents(inversion, edits))
+
+    def edit_many(self, inversion: Inversion | ImageHandle | Sequence[ImageHandle],
+                  edit_sets: Sequence[Edits]) -> list:
+        """Several edits of the same images, batched together: one output per edit set."""
+        inversion = self._as_inversion(inversion)
+        if not edit_sets:
+            return []
+        latents = np.concatenate([self.edited_latents(inversion, edits) for edits in edit_sets])
+        tiled = Inversion(inversion.handles * len(edit_sets), inversion.output, inversion.channels)
+        images = self._render(tiled, latents)
+        size = len(inversion)
+        return [images[i * size:(i + 1) * size] for i in range(len(edit_sets))]
+
+    def edit_batch(self, images, edits: Edits = None):
+        """invert + edit in one call (nothing stays cached for reuse beyond the LRU)."""
+        return self.edit(self.invert(images), edits)
+
+    def check_edits(self, edit_sets: Sequence[Edits]) -> None:
+        """Raise EditError for a malformed spec or an unknown direction name, before any work."""
+        for edits in edit_sets:
+            for edit in _edit_items(edits):
+                if callable(edit):
+                    continue
+                if self.directions is None:
+                    raise EditError(f"edit {edit!r} names a direction, but this model has no edit directions; "
+                                    f"pass directions=FOLDER")
+                for request in parse_edit_spec(edit) if isinstance(edit, str) else [edit]:
+                    self.directions.resolve(request.name)
+
+    def edited_latents(self, inversion: Inversion, edits: Edits) -> np.ndarray:
+        """The inversion's W+ (B, L, D) with `edits` applied in order."""
+        wplus = inversion.wplus
+        self.check_edits([edits])
+        for edit in _edit_items(edits):
+            if callable(edit):
+                wplus = self._checked_latents(edit(wplus.copy()), wplus.shape, "edit function")
+            else:
+                wplus = self.directions.apply(wplus, parse_edit_spec(edit) if isinstance(edit, str) else [edit])
+        return np.ascontiguousarray(wplus, dtype=np.float32)
+
+    def _render(self, inversion: Inversion, wplus_edit: np.ndarray):
+        images = []
+        for start in range(0, len(inversion), self.max_batch):
+            part = slice(start, start + self.max_batch)
+            images.append(self._render_chunk(self._cached(inversion.handles[part]), wplus_edit[part]))
+        return self._as_output(np.concatenate(images), inversion)
+
+    def _render_chunk(self, orig: dict[str, np.ndarray], wplus_edit: np.ndarray) -> np.ndarray:
+        edit = self._run(SYNTHESIS_HEAD, {"wplus": wplus_edit})
+        feat = edit["feat"]
+        if "fuse" in self._stages:
+            feeds = {"residual": orig["residual"], "feat_edit": edit["feat"]}
+            if FLOW.name in self._stages:
+                feeds["flow"] = self._run(FLOW, {"tap_quarter": orig["tap_quarter"], "tap_half": orig["tap_half"],
+                                                 "feat": orig["feat"], "tap_quarter_edit": edit["tap_quarter"],
+                                                 "tap_half_edit": edit["tap_half"], "feat_edit": edit["feat"]})["flow"]
+            feat = self._run(self._stages["fuse"], feeds)["feat_fused"]
+        return self._run(SYNTHESIS_TAIL, {"feat_fused": feat, "rgb": edit["rgb"], "wplus": wplus_edit})["image"]
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _run(self, stage: Stage, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.backend.run(stage, feeds)
+        for name in stage.outputs:
+            if not np.all(np.isfinite(outputs[name])):
+                raise BackendError(f"{self.backend.name}: stage {stage.name} produced NaN or inf in {name}")
+        return outputs
+
+    def _as_inversion(self, value) -> Inversion:
+        if isinstance(value, ImageHandle):
+            value = Inversion((value,), "pixels", self.channels)
+        elif not isinstance(value, Inversion):
+            handles = tuple(value)
+            if not handles or not all(isinstance(h, ImageHandle) for h in handles):
+                raise WarpresError("edit takes what invert returned (an Inversion, or its ImageHandles)")
+            value = Inversion(handles, "pixels", self.channels)
+        foreign = [h.key for h in value.handles if h.session_id != self._id]
+        if foreign:
+            raise WarpresError("these images were inverted by another Session; invert them with this one")
+        return value
+
+    def _encoder_input(self, images) -> tuple[np.ndarray, str]:
+        size = self.info.image_size
+        kind = "pixels"
+        if type(images).__module__.startswith("torch"):
+            images = images.detach().cpu().numpy()
+            kind = "tensor"
+        is_model_layout = (isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1] == 3
+                           and images.shape[-1] != 3 and np.issubdtype(images.dtype, np.floating))
+        if is_model_layout:
+            if images.shape[2:] != (size, size):
+                raise ImageError(f"float model input must be (B, 3, {size}, {size}) in [-1, 1], got "
+                                 f"{images.shape}; give uint8 pixels to have them resized")
+            if not np.all(np.isfinite(images)):
+                raise ImageError("images contain NaN or inf")
+            return np.ascontiguousarray(images, dtype=np.float32), "array" if kind == "pixels" else kind
+        if kind == "tensor":
+            raise ImageError(f"a tensor input must be float (B, 3, {size}, {size}) in [-1, 1], got "
+                             f"{images.dtype} {images.shape}")
+        if self.channels == "bgr":
+            images = _bgr_to_rgb(images)
+        return to_model_input(images, size), kind
+
+    def _as_output(self, images: np.ndarray, inversion: Inversion):
+        if inversion.output == "array":
+            return images
+        if inversion.output == "tensor":
+            import torch
+
+            return torch.from_numpy(images)
+        pixels = to_uint8(images)
+        return np.ascontiguousarray(pixels[..., ::-1]) if inversion.channels == "bgr" else pixels
+
+    @staticmethod
+    def _checked_latents(wplus: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
+        if not isinstance(wplus, np.ndarray) or wplus.shape != shape:
+            got = wplus.shape if isinstance(wplus, np.ndarray) else type(wplus).__name__
+            raise EditError(f"{what} must return a W+ array of shape {shape}, got {got}")
+        if not np.all(np.isfinite(wplus)):
+            raise EditError(f"{what} returned NaN or inf")
+        return np.ascontiguousarray(wplus, dtype=np.float32)
+
+
+def _edit_items(edits: Edits) -> list:
+    if edits is None or (isinstance(edits, str) and not edits.strip()):
+        return []
+    if isinstance(edits, (str, EditRequest)) or callable(edits):
+        return [edits]
+    return list(edits)
+
+
+def _bgr_to_rgb(images):
+    def flip(image: np.ndarray) -> np.ndarray:
+        if image.ndim == 3 and image.shape[-1] in (3, 4):
+            order = [2, 1, 0, 3][:image.shape[-1]]
+            return image[..., order]
+        return image
+
+    if isinstance(images, np.ndarray):
+        return flip(images) if images.ndim == 3 else (np.stack([flip(i) for i in images]) if images.ndim == 4
+                                                      else images)
+    return [flip(image) if isinstance(image, np.ndarray) else image for image in images]
+
+
+# -- opening a model --------------------------------------------------------------------------
+
+def _open(model, backend: str, precision, export_cache) -> tuple[Backend, ModelInfo, DirectionLibrary | None, str]:
+    from warpres.runtime.backends import BACKEND_NAMES
+
+    if backend not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise WarpresError(f"{path}: no such model folder or checkpoint")
+        if is_model_folder(path):
+            if backend == "torch":
+                raise BackendError(f"{path}: the torch backend runs PyTorch checkpoints; give the checkpoint "
+                                   f"this folder was exported from, or pick an ONNX backend")
+            return _open_folder(open_model_folder(path), backend, precision)
+        if path.is_dir():
+            raise WarpresError(f"{path}: a folder without manifest.json is not an exported model")
+        if backend == "torch":
+            from warpres.checkpoints import load_checkpoint
+
+            return _open_torch(load_checkpoint(path), precision)
+        return _open_folder(_exported_checkpoint(path, export_cache), backend, precision)
+    if not hasattr(model, "generator") or not hasattr(model, "family"):
+        raise WarpresError(f"model must be a model folder, a checkpoint path or an EditingModel, got "
+                           f"{type(model).__name__}")
+    if backend not in ("torch", "auto"):
+        raise BackendError(f"an in-memory EditingModel runs on the torch backend; export it "
+                           f"(warpres.export.export_model) to use {backend}")
+    return _open_torch(model, precision)
+
+
+def _open_torch(model, precision) -> tuple[Backend, ModelInfo, None, str]:
+    from warpres.runtime.backends.pytorch import TorchBackend
+
+    if model.encoder is None:
+        raise WarpresError("this checkpoint has no encoder (a generator alone), so it cannot invert images")
+    info = ModelInfo(model.family, model.encoder.config.input_size, model.generator.config.resolution,
+                     (model.generator.num_ws, model.generator.config.w_dim))
+    backend = TorchBackend(model, precision=precision or "f32")
+    return backend, info, None, "PyTorch eager reference"
+
+
+def _open_folder(folder: ModelFolder, backend: str, precision) -> tuple[Backend, ModelInfo, DirectionLibrary | None,
+                                                                        str]:
+    from warpres.runtime.backends import create_backend
+
+    manifest = folder.manifest
+    info = ModelInfo(manifest.family, manifest.image_size, manifest.resolution, manifest.latent_shape)
+    instance, reason = create_backend(backend, folder, precision=precision)
+    directions = DirectionLibrary.load(folder.directions_path) if folder.directions_path else None
+    return instance, info, directions, reason
+
+
+def default_export_cache() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "warpres" / "models"
+
+
+def _exported_checkpoint(checkpoint: Path, export_cache) -> ModelFolder:
+    """The export of `checkpoint` in the cache, made on first use (needs torch + the exporter)."""
+    from warpres.files import sha256_file
+
+    folder = Path(export_cache or default_export_cache()) / sha256_file(checkpoint)[:24]
+    if is_model_folder(folder):
+        try:
+            return open_model_folder(folder)
+        except WarpresError as exc:
+            log.warning("re-exporting %s: the cached export is unusable (%s)", checkpoint, exc)
+    try:  # the exporter is only needed for this path; a deployed runtime gets model folders
+        from warpres.checkpoints import load_checkpoint
+        from warpres.export import export_model
+    except ImportError as exc:
+        raise BackendError(f"{checkpoint}: running a checkpoint on an ONNX backend exports it first, which needs "
+                           f"PyTorch and the exporter ({exc}); pip install 'warpres[export]' or pass an exported "
+                           f"model folder") from None
+    log.info("exporting %s to %s (once; later runs reuse it)", checkpoint, folder)
+    return export_model(load_checkpoint(checkpoint), folder)
+
+
+def _merge_directions(own: DirectionLibrary | None, extra) -> DirectionLibrary | None:
+    if extra is None:
+        return own
+    if not isinstance(extra, DirectionLibrary):
+        folder = Path(extra)
+        extra = (DirectionLibrary.load(folder) if (folder / "directions.json").is_file()
+                 else DirectionLibrary.from_folder(folder))
+    return extra if own is None else own.merged(extra)
