@@ -22,7 +22,8 @@ setup(
         # command line (e.g. torch==2.13.0 for CPU); an unpinned install pulls CUDA wheels.
         "torch": ["torch>=2.5"],  # torch.serialization.safe_globals
         # Checkpoint -> ONNX subgraphs, validated against PyTorch with ONNX Runtime.
-        "export": ["torch>=2.5", "onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.5", "onnxslim>=0.1.70"],
+        # torch.onnx.export(dynamo=True) gives every graph a dynamic batch (tested with torch 2.13).
+        "export": ["torch>=2.9", "onnx>=1.18", "onnxruntime>=1.20", "onnxscript>=0.5"],
         # The CPU runtime: OpenVINO (BF16/INT8 on AMX) and ONNX Runtime, the portable reference.
         "cpu": ["openvino>=2025.0", "onnxruntime>=1.20"],
         "test": ["pytest>=8", "scikit-image>=0.22"],  # skimage ships the public-domain portrait the face tests use

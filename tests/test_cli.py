@@ -1,0 +1,182 @@
+"""The `warpres` command, end to end on a tiny WarpRes checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import tiny_editing_model
+
+from warpres.checkpoints import save_model
+from warpres.cli import main
+from warpres.edits import DirectionLibrary, LinearDirection
+from warpres.runtime.imageio import read_image, write_image
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "warpres_tiny.safetensors"
+    save_model(tiny_editing_model("warpres"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def directions(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("directions")
+    rng = np.random.default_rng(0)
+    DirectionLibrary([LinearDirection("smile", rng.standard_normal((1, 32)).astype(np.float32)),
+                      LinearDirection("age", rng.standard_normal((1, 32)).astype(np.float32))]).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, checkpoint, directions):
+    folder = tmp_path_factory.mktemp("exported") / "model"
+    result = run("export", checkpoint, "-o", folder, "--directions", directions)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    rng = np.random.default_rng(1)
+    for name, size in [("a.png", (48, 40)), ("b.jpg", (80, 80))]:
+        write_image(folder / name, rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return folder
+
+
+def test_every_command_has_help():
+    for command in ("edit", "video", "export", "info", "bench"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_edit_writes_one_png_per_image_and_edit(photos, checkpoint, directions, tmp_path):
+    out = tmp_path / "out"
+    result = run("edit", photos, "--model", checkpoint, "--directions", directions, "--backend", "torch",
+                 "--edit", "smile=2", "--edit", "age=-1,smile=1", "-o", out)
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a_age=-1_smile=1.png", "a_smile=2.png", "b_age=-1_smile=1.png", "b_smile=2.png"]
+    assert read_image(out / "a_smile=2.png").shape == (64, 64, 3)
+
+
+def test_without_edits_the_reconstruction_is_written(photos, checkpoint, tmp_path):
+    result = run("edit", photos / "a.png", "--model", checkpoint, "--backend", "torch", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "a_reconstruction.png").is_file()
+
+
+def test_strength_sweep_writes_one_strip_per_edit(photos, checkpoint, directions, tmp_path):
+    result = run("edit", photos / "a.png", "--model", checkpoint, "--directions", directions, "--backend", "torch",
+                 "--edit", "smile", "--strength-sweep", "-2:2:5", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    strip = read_image(tmp_path / "out" / "a_smile_sweep.png")
+    assert strip.shape == (64, 5 * 64, 3)
+    assert not np.array_equal(strip[:, :64], strip[:, -64:])
+
+
+def test_bad_files_in_a_batch_are_skipped_with_a_nonzero_summary(photos, checkpoint, tmp_path):
+    (photos / "notes.txt").write_text("not an image")
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    out = tmp_path / "out"
+    result = run("edit", photos, "--model", checkpoint, "--backend", "torch", "-o", out)
+    assert result.exit_code == 1
+    assert "broken.png" in result.output and "notes.txt" in result.output
+    assert "2 input(s) skipped" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a_reconstruction.png", "b_reconstruction.png"]
+
+
+def test_unknown_edit_fails_in_one_line_before_any_output(photos, checkpoint, directions, tmp_path):
+    result = run("edit", photos, "--model", checkpoint, "--directions", directions, "--backend", "torch",
+                 "--edit", "smiel=1", "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "unknown edit 'smiel'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_exported_folder_edits_like_the_checkpoint(photos, checkpoint, directions, exported, tmp_path):
+    run("edit", photos / "a.png", "--model", checkpoint, "--directions", directions, "--backend", "torch",
+        "--edit", "smile=2", "-o", tmp_path / "torch")
+    result = run("edit", photos / "a.png", "--model", exported, "--backend", "onnxruntime", "--edit", "smile=2",
+                 "-o", tmp_path / "onnx")
+    assert result.exit_code == 0, result.output
+    reference = read_image(tmp_path / "torch" / "a_smile=2.png").astype(int)
+    onnx = read_image(tmp_path / "onnx" / "a_smile=2.png").astype(int)
+    assert np.abs(onnx - reference).max() <= 1  # float32 on both sides: at most a rounding step
+
+
+def test_info_describes_an_exported_folder(exported):
+    result = run("info", exported)
+    assert result.exit_code == 0, result.output
+    for expected in ("warpres model", "encoder", "flow", "synthesis_tail", "smile", "64x64 in -> 64x64 out"):
+        assert expected in result.output
+
+
+def test_info_describes_a_checkpoint(checkpoint):
+    result = run("info", checkpoint)
+    assert result.exit_code == 0 and "warpres checkpoint" in result.output
+
+
+def test_a_tampered_graph_is_refused_in_one_line(exported, photos, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(exported, copy)
+    graph = copy / "fuse.onnx"
+    data = bytearray(graph.read_bytes())
+    data[-1] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    result = run("edit", photos, "--model", copy, "--backend", "onnxruntime", "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "fuse.onnx" in result.output and "SHA-256" in result.output and "Traceback" not in result.output
+
+
+def test_a_missing_graph_is_refused_in_one_line(exported, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(exported, copy)
+    (copy / "flow.onnx").unlink()
+    result = run("info", copy)
+    assert result.exit_code == 1 and "flow.onnx" in result.output and "missing" in result.output
+
+
+def _clip(path, frames: int = 6, size: int = 64):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (size, size))
+    for index in range(frames):
+        frame = np.full((size, size, 3), 40, np.uint8)
+        cv2.rectangle(frame, (5 + 5 * index, 20), (25 + 5 * index, 40), (200, 120, 30), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_video_edits_every_frame_of_a_file(checkpoint, directions, tmp_path):
+    clip = _clip(tmp_path / "clip.mp4")
+    out = tmp_path / "edited.mp4"
+    result = run("video", "--input", clip, "--model", checkpoint, "--directions", directions, "--backend", "torch",
+                 "--edit", "smile=2", "-o", out)
+    assert result.exit_code == 0, result.output
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    assert (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (64, 64)
+    capture.release()
+
+
+def test_a_camera_that_does_not_exist_is_one_clear_error(checkpoint, tmp_path):
+    result = run("video", "--camera", "7", "--model", checkpoint, "--backend", "torch", "-o", tmp_path / "o.mp4")
+    assert result.exit_code == 1
+    assert "camera 7 could not be opened" in result.output and "Traceback" not in result.output
+
+
+def test_bench_reports_speed_up_and_psnr_against_pytorch(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the checkpoint is exported into the cache once
+    result = run("bench", checkpoint, "--backend", "onnxruntime", "--batch", "1", "--iterations", "1")
+    assert result.exit_code == 0, result.output
+    assert "speed-up vs ref" in result.output and "onnxruntime" in result.output
+    assert any((tmp_path / "warpres" / "models").iterdir())

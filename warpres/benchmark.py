@@ -1,0 +1,126 @@
+"""Measuring a Session: per-stage and end-to-end latency, cached re-edits, accuracy.
+
+Numbers are only meaningful as ratios taken in one run on one machine (the reference is the
+PyTorch eager FP32 backend on the same inputs), so this module measures and compares; it
+never judges a bare time. `warpres bench` and benchmarks/ are built on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from warpres.images import to_uint8
+from warpres.runtime.backends.base import Backend
+from warpres.stages import Stage
+
+
+class TimedBackend:
+    """Wraps a backend and records the wall time of every stage call (seconds)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.times: dict[str, list[float]] = defaultdict(list)
+
+    def run(self, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        outputs = self.inner.run(stage, feeds)
+        self.times[stage.name].append(time.perf_counter() - start)
+        return outputs
+
+    def reset(self) -> None:
+        self.times.clear()
+
+
+@dataclass
+class Measurement:
+    """Medians over the timed iterations, in seconds, for one batch size.
+
+    full_edit: invert + one edit of a fresh batch (what a new image costs).
+    cached_edit: one more edit of the same batch (the per-image cache at work).
+    stages: per stage, the median summed time of its calls within one full edit.
+    images: the last full edit's output, uint8 (B, R, R, 3), for accuracy against a reference.
+    """
+
+    backend: str
+    batch: int
+    full_edit: float
+    cached_edit: float
+    stages: dict[str, float]
+    images: np.ndarray = field(repr=False)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch / self.full_edit
+
+
+def synthetic_images(batch: int, size: int, seed: int = 0) -> np.ndarray:
+    """Smooth random images (B, 3, S, S) in [-1, 1]: low-frequency noise, like photos at 8x8."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(-1, 1, (batch, 3, 8, 8)).astype(np.float32)
+    return np.ascontiguousarray(coarse.repeat(size // 8, axis=2).repeat(size // 8, axis=3))
+
+
+def measure(session, images: np.ndarray, edits, *, iterations: int = 3, warmup: int = 1) -> Measurement:
+    """Time `iterations` full edits and cached re-edits of `images` (float model input)."""
+    timed = TimedBackend(session.backend)
+    session.backend = timed
+    try:
+        for _ in range(warmup):
+            session.edit(session.invert(images), edits)
+        full, cached, per_stage = [], [], defaultdict(list)
+        for _ in range(iterations):
+            session.cache.clear()
+            timed.reset()
+            start = time.perf_counter()
+            inversion = session.invert(images)
+            output = session.edit(inversion, edits)
+            full.append(time.perf_counter() - start)
+            for name, times in timed.times.items():
+                per_stage[name].append(sum(times))
+            start = time.perf_counter()
+            session.edit(inversion, edits)
+            cached.append(time.perf_counter() - start)
+    finally:
+        session.backend = timed.inner
+    return Measurement(timed.name, len(images), float(np.median(full)), float(np.median(cached)),
+                       {name: float(np.median(times)) for name, times in per_stage.items()}, to_uint8(output))
+
+
+def psnr(images: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB of uint8 images against a reference of the same shape (inf when equal)."""
+    if images.shape != reference.shape:
+        raise ValueError(f"shapes differ: {images.shape} vs {reference.shape}")
+    mse = float(np.mean((images.astype(np.float64) - reference.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def table(rows: Sequence[Measurement], reference: Mapping[int, Measurement] | None = None) -> str:
+    """A markdown table; with a reference per batch size, speed-ups and PSNR against it."""
+    header = ["backend", "B", "full edit (s)", "img/s", "cached re-edit (s)", "full / cached"]
+    if reference:
+        header += ["speed-up vs ref", "PSNR vs ref (dB)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.backend, str(row.batch), f"{row.full_edit:.3f}", f"{row.images_per_second:.2f}",
+                 f"{row.cached_edit:.3f}", f"{row.full_edit / row.cached_edit:.2f}x"]
+        if reference:
+            ref = reference[row.batch]
+            cells += [f"{ref.full_edit / row.full_edit:.2f}x", f"{psnr(row.images, ref.images):.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def stage_table(rows: Sequence[Measurement]) -> str:
+    """Per-stage time (ms) within one full edit, one row per measurement."""
+    stages = list(dict.fromkeys(name for row in rows for name in row.stages))
+    lines = ["| backend | B | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
+    for row in rows:
+        cells = [f"{1000 * row.stages.get(name, 0.0):.0f}" for name in stages]
+        lines.append(f"| {row.backend} | {row.batch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,404 @@
+"""The `warpres` command: edit, video, export, info, bench.
+
+User mistakes (a missing file, an unknown edit, a tampered model) print one line and exit 1;
+a batch that skipped bad inputs finishes the rest and exits 1 with a summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from warpres.errors import WarpresError
+
+log = logging.getLogger("warpres")
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+BACKENDS = ("auto", "openvino", "onnxruntime", "torch", "tensorrt")
+
+
+class _Group(click.Group):
+    """Turns WarpresError (and file-system errors) into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (WarpresError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Real-image editing with StyleGAN2 (WarpRes, StyleRes) on TensorRT, OpenVINO, ONNX Runtime or PyTorch."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    log.setLevel(max(logging.DEBUG, logging.WARNING - 10 * verbose))
+
+
+# -- shared options ---------------------------------------------------------------------------
+
+def _model_options(command):
+    command = click.option("--max-batch", type=click.IntRange(1), default=8,
+                           help="Images per backend call.")(command)
+    command = click.option("--precision", type=click.Choice(["f32", "bf16"]), default=None,
+                           help="Backend precision (default: the backend's; openvino: bf16 where the CPU has it).")(
+        command)
+    command = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
+                           help="What runs the graphs; auto: TensorRT on a GPU, else OpenVINO, else ONNX Runtime.")(
+        command)
+    command = click.option("--directions", "directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                           help="Folder of edit directions (InterfaceGAN .pt, GANSpace *_pca.pt + csv, .npy).")(
+        command)
+    return click.option("--model", "-m", "model", required=True, type=click.Path(exists=True, path_type=Path),
+                        help="Checkpoint (any supported format) or exported model folder.")(command)
+
+
+def _open_session(model: Path, backend: str, precision: str | None, directions: Path | None, max_batch: int,
+                  **options):
+    from warpres.runtime.session import Session
+
+    session = Session(model, backend, precision=precision, directions=directions, max_batch=max_batch, **options)
+    reason = session.backend_reason
+    click.echo(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})", err=True)
+    return session
+
+
+# -- edit -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Output:
+    """One output file per input: its suffix and what to render."""
+
+    suffix: str
+    edit_sets: tuple[str | None, ...]  # one image per entry, joined left to right
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", spec).strip("_")
+
+
+def _parse_sweep(text: str) -> np.ndarray:
+    try:
+        start, stop, count = text.split(":")
+        strengths = np.linspace(float(start), float(stop), int(count))
+    except ValueError:
+        raise click.BadParameter(f"expected START:STOP:COUNT, e.g. -3:3:7, got {text!r}") from None
+    if len(strengths) < 2:
+        raise click.BadParameter("a sweep needs at least 2 strengths")
+    return strengths
+
+
+def _outputs(edits: tuple[str, ...], sweep: str | None) -> list[_Output]:
+    if not edits:
+        return [_Output("reconstruction", (None,))]
+    if sweep is None:
+        return [_Output(_slug(spec), (spec,)) for spec in edits]
+    from warpres.edits import parse_edit_spec
+
+    strengths = _parse_sweep(sweep)
+    outputs = []
+    for spec in edits:
+        names = [request.name for request in parse_edit_spec(spec)]
+        sets = tuple(",".join(f"{name}={value:g}" for name in names) for value in strengths)
+        outputs.append(_Output(f"{_slug('+'.join(names))}_sweep", sets))
+    return outputs
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_model_options
+@click.option("--edit", "-e", "edits", multiple=True,
+              help="Edit spec, e.g. smile=2 or 'age=3,smile=-1'; repeat for more outputs. None: reconstruction.")
+@click.option("--strength-sweep", "sweep", metavar="START:STOP:COUNT",
+              help="Write a strip of strengths per --edit (its names, strengths replaced).")
+@click.option("--align-faces", is_flag=True, help="Crop and align the largest face (OpenCV Haar cascades) first.")
+@click.option("--paste-back/--no-paste-back", default=True, help="With --align-faces: paste the edit into the frame.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def edit(images, model, directions, backend, precision, max_batch, edits, sweep, align_faces, paste_back,
+         out_dir) -> None:
+    """Edit IMAGES (files or folders) and write one PNG per image and --edit into OUTPUT."""
+    from tqdm import tqdm
+
+    from warpres.runtime.imageio import list_images
+
+    outputs = _outputs(edits, sweep)
+    listing = list_images(images)
+    for warning in listing.skipped:
+        _warn(warning)
+    session = _open_session(model, backend, precision, directions, max_batch)
+    for output in outputs:  # unknown edit names fail before any work
+        session.check_edits(output.edit_sets)
+    cropper = _face_cropper(session.info.image_size) if align_faces else None
+    failed = len(listing.skipped)
+    written = 0
+    with tqdm(total=len(listing.paths), unit="img", desc="editing", disable=None) as bar:
+        for start in range(0, len(listing.paths), max_batch):
+            batch = listing.paths[start:start + max_batch]
+            loaded = _load_batch(batch, cropper)
+            failed += len(batch) - len(loaded)
+            if loaded:
+                written += _edit_batch(session, loaded, outputs, out_dir, paste_back)
+            bar.update(len(batch))
+    click.echo(f"wrote {written} images to {out_dir}", err=True)
+    if failed:
+        raise click.ClickException(f"{failed} input(s) skipped (see warnings above)")
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    pixels: np.ndarray  # what the encoder sees (the face crop with --align-faces)
+    frame: np.ndarray | None = None
+    crop: object | None = None
+
+
+def _face_cropper(size: int):
+    from warpres.runtime.faces import FaceAligner
+
+    return FaceAligner(size).align
+
+
+def _load_batch(paths: list[Path], cropper) -> list[_Loaded]:
+    from warpres.runtime.imageio import read_image, to_rgb8
+
+    loaded = []
+    for path in paths:
+        try:
+            pixels = read_image(path)
+            if cropper is None:
+                loaded.append(_Loaded(path, pixels))
+            else:
+                frame = to_rgb8(pixels)
+                crop = cropper(frame, str(path))
+                loaded.append(_Loaded(path, crop.image, frame, crop))
+        except WarpresError as exc:
+            _warn(f"skipping {exc}")
+    return loaded
+
+
+def _edit_batch(session, loaded: list[_Loaded], outputs: list[_Output], out_dir: Path, paste_back: bool) -> int:
+    from warpres.runtime.faces import paste_back as paste
+    from warpres.runtime.imageio import write_image
+
+    inversion = session.invert([item.pixels for item in loaded])
+    edit_sets = [spec for output in outputs for spec in output.edit_sets]
+    rendered = iter(session.edit_many(inversion, edit_sets))
+    written = 0
+    for output in outputs:
+        strips = [next(rendered) for _ in output.edit_sets]
+        for index, item in enumerate(loaded):
+            tiles = [images[index] for images in strips]
+            if item.crop is not None and paste_back:
+                tiles = [paste(item.frame, tile, item.crop) for tile in tiles]
+            write_image(out_dir / f"{item.path.stem}_{output.suffix}.png", np.concatenate(tiles, axis=1))
+            written += 1
+    return written
+
+
+# -- video ------------------------------------------------------------------------------------
+
+@main.command()
+@_model_options
+@click.option("--camera", type=int, help="Camera index to edit live (e.g. 0).")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), help="Video file to edit.")
+@click.option("--edit", "-e", "edits", multiple=True, help="Edit spec(s), applied in order, e.g. pose=3.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Video file to write (.mp4: mp4v, .avi: MJPG).")
+@click.option("--show", is_flag=True, help="Show the result in a window (q or Esc quits).")
+@click.option("--smoothing", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+              help="W+ smoothing across frames: new = a * current + (1 - a) * previous; 1 turns it off.")
+@click.option("--align-faces", is_flag=True, help="Edit the largest face (Haar cascades) and paste it back.")
+@click.option("--compare", is_flag=True, help="Write input | edit side by side.")
+@click.option("--overlay/--no-overlay", default=True, help="Draw FPS and latency on the frames.")
+def video(model, directions, backend, precision, max_batch, camera, input_path, edits, output, show, smoothing,
+          align_faces, compare, overlay) -> None:
+    """Edit a camera stream (--camera) or a video file (--input) frame by frame."""
+    from tqdm import tqdm
+
+    from warpres.runtime.video import LatentSmoother, open_source, run_video
+
+    if (camera is None) == (input_path is None):
+        raise click.UsageError("give exactly one of --camera N and --input FILE")
+    session = _open_session(model, backend, precision, directions, max_batch)
+    session.check_edits([edits])
+    smoother = LatentSmoother(smoothing)
+    edit_frames = _frame_editor(session, list(edits), smoother, align_faces)
+    source = open_source(camera=camera, path=input_path)
+    total = source.frame_count if not source.live and source.frame_count else None
+    with tqdm(total=total, unit="frame", desc="video", disable=None) as bar:
+        def progress(stats) -> None:
+            bar.update(stats.frames_edited - bar.n)
+
+        stats = run_video(source, edit_frames, output=output, show=show, overlay=overlay, compare=compare,
+                          batch_size=1 if source.live else max_batch, progress=progress)
+    click.echo(f"{stats.stop_reason}: {stats.frames_edited} frames edited, {stats.frames_dropped} dropped, "
+               f"{stats.fps:.2f} fps, {stats.mean_latency_ms:.0f} ms mean latency"
+               + (f"; wrote {stats.output}" if stats.output else ""), err=True)
+
+
+def _frame_editor(session, edits: list[str], smoother, align_faces: bool):
+    """RGB frames -> edited RGB frames; with faces: frames without a face pass through unedited."""
+    if not align_faces:
+        return lambda frames: list(session.edit(session.invert(frames, latent_filter=smoother), edits))
+    from warpres.runtime.faces import FaceAligner, FaceNotFoundError, paste_back
+
+    aligner = FaceAligner(session.info.image_size)
+
+    def edit_faces(frames: list[np.ndarray]) -> list[np.ndarray]:
+        crops = {}
+        for index, frame in enumerate(frames):
+            try:
+                crops[index] = aligner.align(frame, f"frame {index}")
+            except FaceNotFoundError:
+                continue
+        out = list(frames)
+        if crops:
+            inversion = session.invert([crop.image for crop in crops.values()], latent_filter=smoother)
+            for (index, crop), edited in zip(crops.items(), session.edit(inversion, edits), strict=True):
+                out[index] = paste_back(frames[index], edited, crop)
+        return out
+
+    return edit_faces
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated batch sizes, e.g. 1,4,16, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("batch sizes must be >= 1")
+    return sizes
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="Backend to measure.")
+@click.option("--precision", type=click.Choice(["f32", "bf16"]), default=None, help="Backend precision.")
+@click.option("--batch", "batches", default="1,4,16", help="Batch sizes to measure.")
+@click.option("--iterations", type=click.IntRange(1), default=3, help="Timed iterations per batch size.")
+@click.option("--edit", "edit_spec", default=None, help="Edit to time (default: a fixed random W+ shift).")
+@click.option("--reference/--no-reference", default=True,
+              help="Also run PyTorch eager FP32 (MODEL must be a checkpoint) for speed-ups and PSNR.")
+def bench(model: Path, backend: str, precision: str | None, batches: str, iterations: int, edit_spec: str | None,
+          reference: bool) -> None:
+    """Measure full edits, cached re-edits and per-stage time of MODEL on a backend."""
+    from warpres.benchmark import measure, stage_table, synthetic_images, table
+    from warpres.runtime.session import Session
+    from warpres.stages import is_model_folder
+
+    sizes = _batch_sizes(batches)
+    sessions = [Session(model, backend, precision=precision, max_batch=max(sizes))]
+    if reference and not is_model_folder(model) and (backend, precision or "f32") != ("torch", "f32"):
+        sessions.insert(0, Session(model, "torch", precision="f32", max_batch=max(sizes)))
+    elif reference and is_model_folder(model):
+        _warn("no PyTorch reference for an exported folder; give the checkpoint for speed-ups and PSNR")
+    info = sessions[-1].info
+    edits = edit_spec or _fixed_shift(info.latent_shape)
+    rows, references = [], {}
+    for session in sessions:
+        click.echo(f"measuring {session.backend.name}", err=True)
+        for size in sizes:
+            row = measure(session, synthetic_images(size, info.image_size), edits, iterations=iterations)
+            rows.append(row)
+            if session is sessions[0] and len(sessions) > 1:
+                references[size] = row
+    click.echo(table(rows, references or None))
+    click.echo()
+    click.echo(stage_table(rows))
+
+
+def _fixed_shift(latent_shape: tuple[int, int]):
+    direction = np.random.default_rng(0).standard_normal(latent_shape[1]).astype(np.float32)
+    direction *= 3.0 / np.linalg.norm(direction)
+    return lambda wplus: wplus + direction
+
+
+# -- export / info ----------------------------------------------------------------------------
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Edit directions to ship with the model (official edit files or a saved library).")
+@click.option("--validate/--no-validate", default=True, help="Compare every graph with PyTorch after export.")
+def export(checkpoint: Path, out_dir: Path, directions: Path | None, validate: bool) -> None:
+    """Export CHECKPOINT as ONNX subgraphs + manifest.json into OUTPUT (the portable flavour)."""
+    from warpres.checkpoints import load_checkpoint
+    from warpres.edits import DirectionLibrary
+    from warpres.export import export_model
+
+    library = None
+    if directions is not None:
+        library = (DirectionLibrary.load(directions) if (directions / "directions.json").is_file()
+                   else DirectionLibrary.from_folder(directions))
+    folder = export_model(load_checkpoint(checkpoint), out_dir, directions=library, validate=validate)
+    click.echo(f"exported {folder.manifest.family} model to {out_dir} "
+               f"({', '.join(stage.filename for stage in folder.manifest.stages)})")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+def info(model: Path) -> None:
+    """Describe MODEL: an exported model folder or a checkpoint."""
+    from warpres.stages import is_model_folder
+
+    lines = _folder_info(model) if is_model_folder(model) else _checkpoint_info(model)
+    click.echo("\n".join(lines))
+
+
+def _folder_info(path: Path) -> list[str]:
+    from warpres.edits import DirectionLibrary
+    from warpres.stages import open_model_folder
+
+    folder = open_model_folder(path)
+    manifest = folder.manifest
+    lines = [f"{path}: exported {manifest.family} model (files verified against manifest.json)",
+             f"  model id    {manifest.model_id[:16]}",
+             f"  flavour     {manifest.flavour}, ONNX opset {manifest.opset}",
+             f"  images      {manifest.image_size}x{manifest.image_size} in -> "
+             f"{manifest.resolution}x{manifest.resolution} out, W+ {manifest.latent_shape}"]
+    for stage in manifest.stages:
+        file = folder.graph_path(stage)
+        shapes = ", ".join(f"{name} {tuple(manifest.io[stage.name][name].shape)}" for name in stage.outputs)
+        lines.append(f"  {stage.name:<17} {file.stat().st_size / 2**20:7.1f} MiB  -> {shapes}")
+    if folder.directions_path:
+        lines.append(f"  edits       {', '.join(DirectionLibrary.load(folder.directions_path).names)}")
+    if manifest.versions:
+        lines.append("  exported by " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
+    return lines
+
+
+def _checkpoint_info(path: Path) -> list[str]:
+    from warpres.checkpoints import load_checkpoint
+
+    model = load_checkpoint(path)
+    gen = model.generator.config
+    lines = [f"{path}: {model.family} checkpoint",
+             f"  generator   {gen.resolution}x{gen.resolution}, W+ ({gen.num_ws}, {gen.w_dim}), "
+             f"residuals injected at {gen.embed_res}x{gen.embed_res}, "
+             f"{sum(p.numel() for p in model.generator.parameters()):,} parameters"]
+    if model.encoder is not None:
+        enc = model.encoder.config
+        lines.append(f"  encoder     {enc.kind} IR{'-SE' if enc.mode == 'ir_se' else ''}-{enc.num_layers}, "
+                     f"{enc.input_size}x{enc.input_size} in, "
+                     f"{sum(p.numel() for p in model.encoder.parameters()):,} parameters")
+    if model.branch is not None:
+        lines.append(f"  branch      {model.branch.family}, "
+                     f"{sum(p.numel() for p in model.branch.parameters()):,} parameters")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
