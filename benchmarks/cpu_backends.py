@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 import torch
 
-from warpres.benchmark import measure, stage_table, synthetic_images, table
+from warpres.benchmark import fixed_latent_shift, measure, stage_table, synthetic_images, table
 from warpres.export import export_model
+from warpres.files import atomic_path
 from warpres.models.editor import EditingModel
 from warpres.models.encoders import EncoderConfig, StyleEncoder
 from warpres.models.stylegan2 import Generator, GeneratorConfig, channel_plan
@@ -59,12 +60,6 @@ def build(arch: str) -> EditingModel:
     return EditingModel(generator, encoder, branch).eval()
 
 
-def fixed_shift(dim: int):
-    direction = np.random.default_rng(0).standard_normal(dim).astype(np.float32)
-    direction *= 3.0 / np.linalg.norm(direction)
-    return lambda wplus: wplus + direction
-
-
 def bench_arch(arch: str, batches: list[int], iterations: int, work: Path) -> tuple[str, dict]:
     model = build(arch)
     chunk = FFHQ_CHUNK if arch.startswith("ffhq") else max(batches)
@@ -72,7 +67,7 @@ def bench_arch(arch: str, batches: list[int], iterations: int, work: Path) -> tu
     folder = export_model(model, work / arch, progress=False)
     export_seconds = time.perf_counter() - start
     info_size, dim = model.encoder.config.input_size, model.generator.config.w_dim
-    edit = fixed_shift(dim)
+    edit = fixed_latent_shift(dim)
     sessions = [Session(model, "torch", precision="f32", max_batch=chunk)]
     sessions += [Session(model, "torch", precision=p, max_batch=chunk) if b == "torch"
                  else Session(folder.path, b, precision=p, max_batch=chunk) for b, p in CANDIDATES]
@@ -92,7 +87,7 @@ def bench_arch(arch: str, batches: list[int], iterations: int, work: Path) -> tu
     fps = video_fps(best_session, info_size, edit, work)
     text = (f"### {arch}\n\nexport + validation: {export_seconds:.0f} s\n\n{table(rows, reference)}\n\n"
             f"Per-stage time within one full edit (ms):\n\n{stage_table(rows)}\n\n"
-            f"`warpres video` on a 64x64 clip (file mode, every frame inverted and edited) with "
+            f"Video (run_video on a {info_size}x{info_size} clip, file mode, every frame inverted and edited) with "
             f"{best.backend}: {fps:.2f} frames/s\n")
     return text, {"best": best, "reference": reference[1]}
 
@@ -117,6 +112,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2)
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    if 1 not in batches:
+        parser.error("--batches must include 1 (the video run and the summary use batch 1)")
     sections = [f"# CPU backends vs PyTorch eager FP32\n\nMachine: {platform.processor() or platform.machine()}, "
                 f"{torch.get_num_threads()} threads; torch {torch.__version__}. Medians of {args.iterations} "
                 f"iterations after one warm-up; speed-ups and PSNR against torch FP32 on the same inputs.\n"]
@@ -125,8 +122,8 @@ def main() -> None:
             print(f"{arch}:", flush=True)
             text, _ = bench_arch(arch, batches, args.iterations, Path(tmp))
             sections.append(text)
-            RESULTS.parent.mkdir(exist_ok=True)
-            RESULTS.write_text("\n".join(sections))
+            with atomic_path(RESULTS) as tmp:
+                tmp.write_text("\n".join(sections))
     print("\n".join(sections))
 
 

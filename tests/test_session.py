@@ -50,10 +50,17 @@ def test_uint8_pixels_in_give_uint8_pixels_out_at_the_output_resolution():
     assert out.dtype == np.uint8 and out.shape == (2, 64, 64, 3)
 
 
-def test_tensors_in_give_tensors_out(images):
+def test_tensors_in_give_the_same_images_as_tensors_out(images):
     session = Session(tiny_editing_model("styleres"), backend="torch")
     out = session.edit(session.invert(images))
-    assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 64, 64)
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_array_equal(out.numpy(), session.edit(session.invert(images.numpy())))
+
+
+def test_editing_through_a_single_handle_keeps_the_output_kind(images):
+    session = Session(tiny_editing_model("styleres"), backend="torch")
+    inversion = session.invert(images)
+    assert isinstance(session.edit(inversion[1]), torch.Tensor)
 
 
 def test_bgr_session_takes_and_returns_opencv_channel_order():
@@ -148,5 +155,32 @@ def test_nan_input_is_refused(images):
 
 def test_float_input_at_the_wrong_size_is_refused():
     session = Session(tiny_editing_model("inversion"), backend="torch")
-    with pytest.raises(ImageError, match=r"\(B, 3, 64, 64\)"):
+    with pytest.raises(ImageError, match=r"3, 64, 64\)"):
         session.invert(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_an_evicted_image_is_recomputed_when_batches_are_chunked(images):
+    model = tiny_editing_model("warpres")
+    batch = torch.cat([images, images.flip(-1), -images])  # 6 images, chunks of 4 and 2
+    roomy = Session(model, backend="torch", directions=_directions())
+    tight = Session(model, backend="torch", directions=_directions(), cache_bytes=1, max_batch=4)
+    np.testing.assert_allclose(tight.edit(tight.invert(batch.numpy()), "age=1"),
+                               roomy.edit(roomy.invert(batch.numpy()), "age=1"), atol=ATOL, rtol=0)
+
+
+def test_cached_images_do_not_keep_their_whole_batch_alive(images):
+    session = Session(tiny_editing_model("warpres"), backend="torch")
+    inversion = session.invert(images.numpy())
+    entry = session.cache.get(inversion[0].key)
+    assert all(array.base is None for array in entry.values())
+    assert inversion[0].image.base is None and inversion[0].wplus.base is None
+
+
+def test_an_empty_batch_is_refused():
+    with pytest.raises(ImageError, match="B >= 1"):
+        Session(tiny_editing_model("inversion"), backend="torch").invert(np.zeros((0, 3, 64, 64), np.float32))
+
+
+def test_float_input_outside_minus_one_to_one_is_refused(images):
+    with pytest.raises(ImageError, match=r"\[-1, 1\]"):
+        Session(tiny_editing_model("inversion"), backend="torch").invert((images.numpy() + 1) * 127.5)

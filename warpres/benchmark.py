@@ -60,10 +60,18 @@ class Measurement:
 
 
 def synthetic_images(batch: int, size: int, seed: int = 0) -> np.ndarray:
-    """Smooth random images (B, 3, S, S) in [-1, 1]: low-frequency noise, like photos at 8x8."""
+    """Smooth random images (B, 3, S, S) in [-1, 1]: 8x8 random blocks, like photos at 8x8."""
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(-1, 1, (batch, 3, 8, 8)).astype(np.float32)
-    return np.ascontiguousarray(coarse.repeat(size // 8, axis=2).repeat(size // 8, axis=3))
+    block = -(-size // 8)
+    return np.ascontiguousarray(coarse.repeat(block, axis=2).repeat(block, axis=3)[:, :, :size, :size])
+
+
+def fixed_latent_shift(dim: int, norm: float = 3.0, seed: int = 0):
+    """An edit for timing: W+ plus one seeded random direction of the given norm on every layer."""
+    direction = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    direction *= norm / np.linalg.norm(direction)
+    return lambda wplus: wplus + direction
 
 
 def measure(session, images: np.ndarray, edits, *, iterations: int = 3, warmup: int = 1) -> Measurement:

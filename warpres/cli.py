@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from warpres.errors import WarpresError
+from warpres.runtime.backends import BACKEND_NAMES
 
 log = logging.getLogger("warpres")
 
@@ -23,7 +24,7 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-BACKENDS = ("auto", "openvino", "onnxruntime", "torch", "tensorrt")
+BACKENDS = BACKEND_NAMES
 
 
 class _Group(click.Group):
@@ -53,7 +54,8 @@ def _model_options(command):
                            help="Backend precision (default: the backend's; openvino: bf16 where the CPU has it).")(
         command)
     command = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
-                           help="What runs the graphs; auto: TensorRT on a GPU, else OpenVINO, else ONNX Runtime.")(
+                           help="What runs the graphs; auto: TensorRT on a GPU, ONNX Runtime CUDA, OpenVINO, "
+                                "ONNX Runtime CPU.")(
         command)
     command = click.option("--directions", "directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
                            help="Folder of edit directions (InterfaceGAN .pt, GANSpace *_pca.pt + csv, .npy).")(
@@ -62,11 +64,10 @@ def _model_options(command):
                         help="Checkpoint (any supported format) or exported model folder.")(command)
 
 
-def _open_session(model: Path, backend: str, precision: str | None, directions: Path | None, max_batch: int,
-                  **options):
+def _open_session(model: Path, backend: str, precision: str | None, directions: Path | None, max_batch: int):
     from warpres.runtime.session import Session
 
-    session = Session(model, backend, precision=precision, directions=directions, max_batch=max_batch, **options)
+    session = Session(model, backend, precision=precision, directions=directions, max_batch=max_batch)
     reason = session.backend_reason
     click.echo(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})", err=True)
     return session
@@ -132,6 +133,7 @@ def edit(images, model, directions, backend, precision, max_batch, edits, sweep,
 
     outputs = _outputs(edits, sweep)
     listing = list_images(images)
+    _refuse_colliding_outputs(listing.paths, outputs)
     for warning in listing.skipped:
         _warn(warning)
     session = _open_session(model, backend, precision, directions, max_batch)
@@ -151,6 +153,22 @@ def edit(images, model, directions, backend, precision, max_batch, edits, sweep,
     click.echo(f"wrote {written} images to {out_dir}", err=True)
     if failed:
         raise click.ClickException(f"{failed} input(s) skipped (see warnings above)")
+
+
+def _refuse_colliding_outputs(paths: list[Path], outputs: list[_Output]) -> None:
+    """Two inputs with one stem (a.png, a.jpg; x.png in two folders), or two edits with one
+    file name, would overwrite each other's results."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in paths:
+        by_stem.setdefault(path.stem, []).append(path)
+    clashes = [group for group in by_stem.values() if len(group) > 1]
+    if clashes:
+        names = " and ".join(str(p) for p in clashes[0])
+        raise click.UsageError(f"{names} would write the same output files; edit them in separate runs")
+    suffixes = [output.suffix for output in outputs]
+    repeated = sorted({suffix for suffix in suffixes if suffixes.count(suffix) > 1})
+    if repeated:
+        raise click.UsageError(f"two --edit options write the same file name ({', '.join(repeated)})")
 
 
 @dataclass
@@ -224,10 +242,14 @@ def video(model, directions, backend, precision, max_batch, camera, input_path, 
     """Edit a camera stream (--camera) or a video file (--input) frame by frame."""
     from tqdm import tqdm
 
-    from warpres.runtime.video import LatentSmoother, open_source, run_video
+    from warpres.runtime.video import OUTPUT_CODECS, LatentSmoother, open_source, run_video
 
     if (camera is None) == (input_path is None):
         raise click.UsageError("give exactly one of --camera N and --input FILE")
+    if output is None and not show:
+        raise click.UsageError("nothing to do: give -o OUTPUT.mp4 and/or --show")
+    if output is not None and output.suffix.lower() not in OUTPUT_CODECS:
+        raise click.UsageError(f"{output}: video files end in {', '.join(OUTPUT_CODECS)}")
     session = _open_session(model, backend, precision, directions, max_batch)
     session.check_edits([edits])
     smoother = LatentSmoother(smoothing)
@@ -289,23 +311,25 @@ def _batch_sizes(text: str) -> list[int]:
 @click.option("--batch", "batches", default="1,4,16", help="Batch sizes to measure.")
 @click.option("--iterations", type=click.IntRange(1), default=3, help="Timed iterations per batch size.")
 @click.option("--edit", "edit_spec", default=None, help="Edit to time (default: a fixed random W+ shift).")
+@click.option("--directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of edit directions, for --edit.")
 @click.option("--reference/--no-reference", default=True,
               help="Also run PyTorch eager FP32 (MODEL must be a checkpoint) for speed-ups and PSNR.")
 def bench(model: Path, backend: str, precision: str | None, batches: str, iterations: int, edit_spec: str | None,
-          reference: bool) -> None:
+          directions: Path | None, reference: bool) -> None:
     """Measure full edits, cached re-edits and per-stage time of MODEL on a backend."""
-    from warpres.benchmark import measure, stage_table, synthetic_images, table
+    from warpres.benchmark import fixed_latent_shift, measure, stage_table, synthetic_images, table
     from warpres.runtime.session import Session
     from warpres.stages import is_model_folder
 
     sizes = _batch_sizes(batches)
-    sessions = [Session(model, backend, precision=precision, max_batch=max(sizes))]
+    sessions = [Session(model, backend, precision=precision, directions=directions, max_batch=max(sizes))]
     if reference and not is_model_folder(model) and (backend, precision or "f32") != ("torch", "f32"):
-        sessions.insert(0, Session(model, "torch", precision="f32", max_batch=max(sizes)))
+        sessions.insert(0, Session(model, "torch", precision="f32", directions=directions, max_batch=max(sizes)))
     elif reference and is_model_folder(model):
         _warn("no PyTorch reference for an exported folder; give the checkpoint for speed-ups and PSNR")
     info = sessions[-1].info
-    edits = edit_spec or _fixed_shift(info.latent_shape)
+    edits = edit_spec or fixed_latent_shift(info.latent_shape[1])
     rows, references = [], {}
     for session in sessions:
         click.echo(f"measuring {session.backend.name}", err=True)
@@ -317,12 +341,6 @@ def bench(model: Path, backend: str, precision: str | None, batches: str, iterat
     click.echo(table(rows, references or None))
     click.echo()
     click.echo(stage_table(rows))
-
-
-def _fixed_shift(latent_shape: tuple[int, int]):
-    direction = np.random.default_rng(0).standard_normal(latent_shape[1]).astype(np.float32)
-    direction *= 3.0 / np.linalg.norm(direction)
-    return lambda wplus: wplus + direction
 
 
 # -- export / info ----------------------------------------------------------------------------
@@ -339,10 +357,7 @@ def export(checkpoint: Path, out_dir: Path, directions: Path | None, validate: b
     from warpres.edits import DirectionLibrary
     from warpres.export import export_model
 
-    library = None
-    if directions is not None:
-        library = (DirectionLibrary.load(directions) if (directions / "directions.json").is_file()
-                   else DirectionLibrary.from_folder(directions))
+    library = DirectionLibrary.open(directions) if directions is not None else None
     folder = export_model(load_checkpoint(checkpoint), out_dir, directions=library, validate=validate)
     click.echo(f"exported {folder.manifest.family} model to {out_dir} "
                f"({', '.join(stage.filename for stage in folder.manifest.stages)})")

@@ -408,6 +408,12 @@ class DirectionLibrary:
         return edited
 
     @classmethod
+    def open(cls, folder: str | os.PathLike[str]) -> DirectionLibrary:
+        """A folder written by :meth:`save`, else one laid out like the official edit data."""
+        folder = Path(folder)
+        return cls.load(folder) if (folder / DIRECTIONS_JSON).is_file() else cls.from_folder(folder)
+
+    @classmethod
     def from_folder(cls, folder: str | os.PathLike[str]) -> DirectionLibrary:
         """Read a folder laid out like the official edit data.
 

@@ -16,6 +16,21 @@ from pathlib import Path
 _HASH_CHUNK = 1 << 20
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; outputs get the permissions a plain open() would give them
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def cache_root() -> Path:
+    """$XDG_CACHE_HOME/warpres, else ~/.cache/warpres."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "warpres"
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix, so writers that pick a format by
@@ -24,6 +39,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

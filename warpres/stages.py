@@ -24,6 +24,8 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "warpres-model"
 MANIFEST_VERSION = 1
 BATCH_AXIS = "batch"
+PORTABLE = "portable"  # standard ONNX ops only; "plugin" graphs (TensorRT custom nodes) come with TensorRT
+DIRECTION_FILES = {"tensors": "directions.safetensors", "description": "directions.json"}
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ class Manifest:
                                    f"this version reads {MANIFEST_VERSION}")
         try:
             family = data["family"]
+            if family not in FAMILY_STAGES:
+                raise ModelFolderError(f"{source}: unknown model family {family!r} (known: {sorted(FAMILY_STAGES)})")
             stages = stages_for(family)
             recorded = data["stages"]
             for stage in stages:
@@ -170,6 +174,12 @@ class Manifest:
                     raise ModelFolderError(f"{source}: stage {stage.name} has tensors {entry['inputs']} -> "
                                            f"{entry['outputs']}; this version expects {list(stage.inputs)} -> "
                                            f"{list(stage.outputs)}")
+            directions = data.get("directions", {})
+            files = [recorded[s.name]["file"] for s in stages] + [e["file"] for e in directions.values()]
+            if not all(isinstance(file, str) for file in files):
+                raise ModelFolderError(f"{source}: file names must be strings, got {files}")
+            if directions and {role: e["file"] for role, e in directions.items()} != DIRECTION_FILES:
+                raise ModelFolderError(f"{source}: directions must be {DIRECTION_FILES}, got {directions}")
             return cls(
                 family=family,
                 config=data["config"],

@@ -39,7 +39,15 @@ from warpres.export.validation import (
 )
 from warpres.files import atomic_path, sha256_file
 from warpres.models.editor import EditingModel
-from warpres.stages import FileEntry, Manifest, ModelFolder, is_model_folder, open_model_folder, write_manifest
+from warpres.stages import (
+    PORTABLE,
+    FileEntry,
+    Manifest,
+    ModelFolder,
+    is_model_folder,
+    open_model_folder,
+    write_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +160,7 @@ def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, direct
                 proto = graph.trace_stage(model, stage, spec.inputs_from(trace_inputs), opset)
                 path = staging / stage.filename
                 io[stage.name] = graph.write_graph(proto, path, stage, opset, {
-                    "model_id": identity, "stage": stage.name, "family": model.family, "flavour": graph.FLAVOUR})
+                    "model_id": identity, "stage": stage.name, "family": model.family, "flavour": PORTABLE})
                 del proto  # the encoder's is 1 GB at FFHQ size
                 if validate:
                     errors += compare_stage(model, spec, path, checks)
@@ -170,7 +178,7 @@ def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, direct
             with atomic_path(staging / VALIDATION_NAME) as tmp:
                 tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         write_manifest(staging, Manifest(
-            family=model.family, config=model_config(model), model_id=identity, flavour=graph.FLAVOUR,
+            family=model.family, config=model_config(model), model_id=identity, flavour=PORTABLE,
             opset=opset, io=io, graphs=graphs, directions=pinned, versions=versions()))
         _publish(staging, out_dir)
     return open_model_folder(out_dir)

@@ -32,7 +32,6 @@ from warpres.stages import BATCH_AXIS, Stage, TensorSpec
 
 OPSET = 18  # the torch.export-based exporter lowers bilinear resizes to Resize-18; 18 runs everywhere we deploy
 MIN_OPSET = 18
-FLAVOUR = "portable"
 EXPORTER = "torch.onnx.export(dynamo=True)"
 METADATA_PREFIX = "warpres."
 FOLD_LIMIT = 2**23  # elements; above the largest weight (512 x 512 x 3 x 3 = 2.4M)
@@ -208,13 +207,6 @@ def stamp_metadata(proto: onnx.ModelProto, metadata: Mapping[str, str]) -> None:
     del proto.metadata_props[:]
     for key, value in [*kept, *((METADATA_PREFIX + k, v) for k, v in metadata.items())]:
         proto.metadata_props.add(key=key, value=value)
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The `warpres.*` metadata of a graph file, without the prefix (loads no weights)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key.removeprefix(METADATA_PREFIX): p.value for p in proto.metadata_props
-            if p.key.startswith(METADATA_PREFIX)}
 
 
 def graph_io(proto: onnx.ModelProto, stage: Stage) -> dict[str, TensorSpec]:

@@ -22,11 +22,14 @@ import numpy as np
 
 from warpres.edits import DirectionLibrary, EditRequest, parse_edit_spec
 from warpres.errors import BackendError, EditError, ImageError, WarpresError
+from warpres.files import cache_root
 from warpres.images import to_model_input, to_uint8
 from warpres.runtime.backends.base import Backend
 from warpres.stages import (
     ENCODER,
     FLOW,
+    FUSE_STYLERES,
+    PORTABLE,
     RESIDUAL_ENCODER,
     SYNTHESIS_HEAD,
     SYNTHESIS_TAIL,
@@ -47,10 +50,6 @@ LatentEdit = Callable[[np.ndarray], np.ndarray]
 Edits = str | EditRequest | LatentEdit | Sequence[str | EditRequest | LatentEdit] | None
 LatentFilter = Callable[[np.ndarray], np.ndarray]
 
-# What the cache keeps per image, from the stages that depend on the image alone.
-_HEAD_ORIG = SYNTHESIS_HEAD.outputs  # feat, tap_quarter, tap_half, rgb
-_CACHED = ("enc_feat", *_HEAD_ORIG, "residual")
-
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -65,19 +64,19 @@ class ModelInfo:
     def stages(self) -> tuple[Stage, ...]:
         return stages_for(self.family)
 
-    def stage(self, name: str) -> Stage:
-        return next(stage for stage in self.stages if stage.name == name)
-
 
 @dataclass(frozen=True, eq=False)
 class ImageHandle:
     """One inverted image: its cache key, its encoder input (3, Senc, Senc) kept so an evicted
-    cache entry can be recomputed, and the W+ (L, D) its edits start from."""
+    cache entry can be recomputed, the W+ (L, D) its edits start from, and the kind of output
+    its edits return (see Inversion)."""
 
     key: int
     session_id: int
     image: np.ndarray
     wplus: np.ndarray
+    output: str = "pixels"
+    channels: str = "rgb"
 
 
 @dataclass(frozen=True)
@@ -184,8 +183,6 @@ class Session:
         self._keys = itertools.count()
         self.backend, self.info, own_directions, self.backend_reason = _open(model, backend, precision, export_cache)
         self.directions = _merge_directions(own_directions, directions)
-        if self.info.family not in ("inversion", "styleres", "warpres"):
-            raise WarpresError(f"a {self.info.family} model cannot invert images")
         self._stages = {stage.name: stage for stage in self.info.stages}
 
     # -- invert -------------------------------------------------------------------------------
@@ -196,7 +193,8 @@ class Session:
         images: uint8 / uint16 pixels (one (H, W[, C]) image, a (B, H, W, C) batch or a list of
         any sizes; gray, RGB(A)), or float model input (B, 3, Senc, Senc) in [-1, 1] as a numpy
         array or torch tensor. Edits of the result come back in the same kind.
-        latent_filter: maps the batch's W+ (B, L, D) to the W+ to use (e.g. temporal smoothing).
+        latent_filter: maps W+ (b, L, D) to the W+ to use (e.g. temporal smoothing); called once per
+        chunk of up to max_batch images, in input order.
         """
         encoder_input, output = self._encoder_input(images)
         handles: list[ImageHandle] = []
@@ -208,8 +206,10 @@ class Session:
                 wplus = self._checked_latents(latent_filter(wplus.copy()), wplus.shape, "latent_filter")
             cached = self._per_image(wplus, encoded["enc_feat"])
             for index in range(len(chunk)):
-                handle = ImageHandle(next(self._keys), self._id, chunk[index], wplus[index])
-                self.cache.put(handle.key, {name: array[index] for name, array in cached.items()})
+                # copies, so one cached image never keeps its whole batch alive
+                handle = ImageHandle(next(self._keys), self._id, chunk[index].copy(), wplus[index].copy(), output,
+                                     self.channels)
+                self.cache.put(handle.key, {name: array[index].copy() for name, array in cached.items()})
                 handles.append(handle)
         return Inversion(tuple(handles), output, self.channels)
 
@@ -230,7 +230,7 @@ class Session:
             wplus = np.stack([handles[i].wplus for i in missing])
             recomputed = self._per_image(wplus, self._run(ENCODER, {"image": images})["enc_feat"])
             for j, i in enumerate(missing):
-                entries[i] = {name: array[j] for name, array in recomputed.items()}
+                entries[i] = {name: array[j].copy() for name, array in recomputed.items()}
                 self.cache.put(handles[i].key, entries[i])
         return {name: np.stack([entry[name] for entry in entries]) for name in entries[0]}
 
@@ -266,7 +266,7 @@ class Session:
                     continue
                 if self.directions is None:
                     raise EditError(f"edit {edit!r} names a direction, but this model has no edit directions; "
-                                    f"pass directions=FOLDER")
+                                    f"give a directions folder (--directions / directions=)")
                 for request in parse_edit_spec(edit) if isinstance(edit, str) else [edit]:
                     self.directions.resolve(request.name)
 
@@ -291,13 +291,13 @@ class Session:
     def _render_chunk(self, orig: dict[str, np.ndarray], wplus_edit: np.ndarray) -> np.ndarray:
         edit = self._run(SYNTHESIS_HEAD, {"wplus": wplus_edit})
         feat = edit["feat"]
-        if "fuse" in self._stages:
+        if FUSE_STYLERES.name in self._stages:
             feeds = {"residual": orig["residual"], "feat_edit": edit["feat"]}
             if FLOW.name in self._stages:
                 feeds["flow"] = self._run(FLOW, {"tap_quarter": orig["tap_quarter"], "tap_half": orig["tap_half"],
                                                  "feat": orig["feat"], "tap_quarter_edit": edit["tap_quarter"],
                                                  "tap_half_edit": edit["tap_half"], "feat_edit": edit["feat"]})["flow"]
-            feat = self._run(self._stages["fuse"], feeds)["feat_fused"]
+            feat = self._run(self._stages[FUSE_STYLERES.name], feeds)["feat_fused"]
         return self._run(SYNTHESIS_TAIL, {"feat_fused": feat, "rgb": edit["rgb"], "wplus": wplus_edit})["image"]
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -311,15 +311,17 @@ class Session:
 
     def _as_inversion(self, value) -> Inversion:
         if isinstance(value, ImageHandle):
-            value = Inversion((value,), "pixels", self.channels)
-        elif not isinstance(value, Inversion):
+            value = (value,)
+        if not isinstance(value, Inversion):
             handles = tuple(value)
             if not handles or not all(isinstance(h, ImageHandle) for h in handles):
                 raise WarpresError("edit takes what invert returned (an Inversion, or its ImageHandles)")
-            value = Inversion(handles, "pixels", self.channels)
-        foreign = [h.key for h in value.handles if h.session_id != self._id]
+            value = Inversion(handles, handles[0].output, handles[0].channels)
+        if not value.handles:
+            raise WarpresError("nothing to edit: the inversion holds no images")
+        foreign = sum(h.session_id != self._id for h in value.handles)
         if foreign:
-            raise WarpresError("these images were inverted by another Session; invert them with this one")
+            raise WarpresError(f"{foreign} of these images were inverted by another Session; invert them with this one")
         return value
 
     def _encoder_input(self, images) -> tuple[np.ndarray, str]:
@@ -331,11 +333,14 @@ class Session:
         is_model_layout = (isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1] == 3
                            and images.shape[-1] != 3 and np.issubdtype(images.dtype, np.floating))
         if is_model_layout:
-            if images.shape[2:] != (size, size):
-                raise ImageError(f"float model input must be (B, 3, {size}, {size}) in [-1, 1], got "
+            if images.shape[2:] != (size, size) or not len(images):
+                raise ImageError(f"float model input must be (B >= 1, 3, {size}, {size}) in [-1, 1], got "
                                  f"{images.shape}; give uint8 pixels to have them resized")
             if not np.all(np.isfinite(images)):
                 raise ImageError("images contain NaN or inf")
+            if np.abs(images).max() > 1 + 1e-3:
+                raise ImageError(f"float model input must lie in [-1, 1], got [{images.min():g}, {images.max():g}]; "
+                                 f"give uint8 pixels instead")
             return np.ascontiguousarray(images, dtype=np.float32), "array" if kind == "pixels" else kind
         if kind == "tensor":
             raise ImageError(f"a tensor input must be float (B, 3, {size}, {size}) in [-1, 1], got "
@@ -388,10 +393,12 @@ def _bgr_to_rgb(images):
 # -- opening a model --------------------------------------------------------------------------
 
 def _open(model, backend: str, precision, export_cache) -> tuple[Backend, ModelInfo, DirectionLibrary | None, str]:
-    from warpres.runtime.backends import BACKEND_NAMES
+    from warpres.runtime.backends import BACKEND_NAMES, available
 
     if backend not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if backend == "tensorrt":  # before a checkpoint is exported for nothing
+        raise BackendError(f"tensorrt is not available: {available()['tensorrt'].detail}")
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():
@@ -433,6 +440,9 @@ def _open_folder(folder: ModelFolder, backend: str, precision) -> tuple[Backend,
     from warpres.runtime.backends import create_backend
 
     manifest = folder.manifest
+    if manifest.flavour != PORTABLE:
+        raise BackendError(f"{folder.path}: {manifest.flavour} graphs run on TensorRT only; export the portable "
+                           f"flavour for ONNX Runtime and OpenVINO")
     info = ModelInfo(manifest.family, manifest.image_size, manifest.resolution, manifest.latent_shape)
     instance, reason = create_backend(backend, folder, precision=precision)
     directions = DirectionLibrary.load(folder.directions_path) if folder.directions_path else None
@@ -440,15 +450,16 @@ def _open_folder(folder: ModelFolder, backend: str, precision) -> tuple[Backend,
 
 
 def default_export_cache() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "warpres" / "models"
+    return cache_root() / "models"
 
 
 def _exported_checkpoint(checkpoint: Path, export_cache) -> ModelFolder:
     """The export of `checkpoint` in the cache, made on first use (needs torch + the exporter)."""
+    from warpres import __version__
     from warpres.files import sha256_file
 
-    folder = Path(export_cache or default_export_cache()) / sha256_file(checkpoint)[:24]
+    # the package version is part of the key: a newer exporter may write different graphs
+    folder = Path(export_cache or default_export_cache()) / f"{sha256_file(checkpoint)[:24]}-{__version__}"
     if is_model_folder(folder):
         try:
             return open_model_folder(folder)
@@ -469,7 +480,5 @@ def _merge_directions(own: DirectionLibrary | None, extra) -> DirectionLibrary |
     if extra is None:
         return own
     if not isinstance(extra, DirectionLibrary):
-        folder = Path(extra)
-        extra = (DirectionLibrary.load(folder) if (folder / "directions.json").is_file()
-                 else DirectionLibrary.from_folder(folder))
+        extra = DirectionLibrary.open(extra)
     return extra if own is None else own.merged(extra)

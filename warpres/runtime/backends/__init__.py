@@ -29,9 +29,6 @@ from warpres.runtime.backends.base import Backend
 from warpres.stages import BATCH_AXIS, ModelFolder, Stage
 
 BACKEND_NAMES = ("auto", "tensorrt", "openvino", "onnxruntime", "torch")
-ONNX_BACKENDS = ("openvino", "onnxruntime")
-"""The backends `create_backend` builds from a model folder."""
-
 # The keyword options each ONNX backend takes besides `precision`.
 _OPTIONS = {"onnxruntime": ("device", "threads"), "openvino": ("cache_dir", "threads")}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from warpres.errors import BackendError
+from warpres.files import cache_root
 from warpres.runtime.backends import check_feeds
 from warpres.stages import ModelFolder, Stage
 
@@ -59,8 +60,7 @@ def resolve_precision(requested: str | None, capabilities: Sequence[str]) -> tup
 
 def default_cache_dir() -> Path:
     """$XDG_CACHE_HOME/warpres/openvino, else ~/.cache/warpres/openvino."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "warpres" / "openvino"
+    return cache_root() / "openvino"
 
 
 class OpenVinoBackend:
