@@ -33,7 +33,7 @@ from warpres.models.warpres import WarpResBranch, WarpResConfig
 from warpres.runtime.session import Session
 from warpres.runtime.video import open_source, run_video
 
-RESULTS = Path(__file__).with_name("results") / "cpu_backends.md"
+RESULTS = Path(__file__).with_name("results") / "cpu_backends.md"  # the latest run; keep runs worth citing under their own names
 CANDIDATES = [("torch", "bf16"), ("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")]
 # Batches above this run in chunks, so FFHQ-1024 activations (B x 64 x 1024^2 floats) fit in 24 GB.
 FFHQ_CHUNK = 4
@@ -75,8 +75,8 @@ def bench_arch(arch: str, batches: list[int], iterations: int, work: Path) -> tu
     for session in sessions:
         for batch in batches:
             images = synthetic_images(batch, info_size, seed=batch)
-            # one warm-up per session compiles (OpenVINO) and primes oneDNN; later batch sizes reuse it
-            row = measure(session, images, edit, iterations=iterations, warmup=int(batch == batches[0]))
+            # a warm-up per batch size: OpenVINO and oneDNN compile kernels for each new input shape
+            row = measure(session, images, edit, iterations=iterations, warmup=1)
             print(f"  {arch} {row.backend} B={batch}: full {row.full_edit:.3f}s cached {row.cached_edit:.3f}s",
                   flush=True)
             rows.append(row)
