@@ -33,7 +33,8 @@ from warpres.models.warpres import WarpResBranch, WarpResConfig
 from warpres.runtime.session import Session
 from warpres.runtime.video import open_source, run_video
 
-RESULTS = Path(__file__).with_name("results") / "cpu_backends.md"  # the latest run; keep runs worth citing under their own names
+# The latest run; runs cited in the README are kept under their own names beside it.
+RESULTS = Path(__file__).with_name("results") / "cpu_backends.md"
 CANDIDATES = [("torch", "bf16"), ("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")]
 # Batches above this run in chunks, so FFHQ-1024 activations (B x 64 x 1024^2 floats) fit in 24 GB.
 FFHQ_CHUNK = 4

@@ -1,0 +1,1 @@
+"""Training-time helpers for WarpRes (flow teachers and losses)."""
