@@ -123,7 +123,8 @@ def _outputs(edits: tuple[str, ...], sweep: str | None) -> list[_Output]:
               help="Write a strip of strengths per --edit (its names, strengths replaced).")
 @click.option("--align-faces", is_flag=True, help="Crop and align the largest face (OpenCV Haar cascades) first.")
 @click.option("--paste-back/--no-paste-back", default=True, help="With --align-faces: paste the edit into the frame.")
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the output PNGs (created if missing).")
 def edit(images, model, directions, backend, precision, max_batch, edits, sweep, align_faces, paste_back,
          out_dir) -> None:
     """Edit IMAGES (files or folders) and write one PNG per image and --edit into OUTPUT."""
@@ -347,7 +348,8 @@ def bench(model: Path, backend: str, precision: str | None, batches: str, iterat
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model folder to write (replaced only when the new export is complete).")
 @click.option("--directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Edit directions to ship with the model (official edit files or a saved library).")
 @click.option("--validate/--no-validate", default=True, help="Compare every graph with PyTorch after export.")
