@@ -181,6 +181,27 @@ class IRUnit(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
+def ir_input_layer(width: int) -> nn.Sequential:
+    """The stem of every IR / IR-SE backbone: 3x3 conv -> BN -> PReLU (keys input_layer.{0,1,2})."""
+    return nn.Sequential(
+        nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False),
+        nn.BatchNorm2d(width, eps=BATCHNORM_EPS),
+        nn.PReLU(width),
+    )
+
+
+def ir_body(widths: tuple[int, ...], num_layers: int, se_reduction: int | None) -> nn.Sequential:
+    """The IR / IR-SE units of a 50/100/152-layer backbone (keys body.N.*); every stage halves
+    the resolution in its first unit, including the first stage."""
+    units: list[nn.Module] = []
+    in_channels = widths[0]
+    for out_channels, num_units in zip(widths, UNITS_PER_STAGE[num_layers], strict=True):
+        for u in range(num_units):
+            units.append(IRUnit(in_channels, out_channels, 2 if u == 0 else 1, se_reduction))
+            in_channels = out_channels
+    return nn.Sequential(*units)
+
+
 class EqualizedLinear(nn.Module):
     """StyleGAN's equalised-learning-rate linear layer (learning-rate multiplier 1): (B, I) → (B, O).
 
@@ -246,19 +267,8 @@ class StyleEncoder(nn.Module):
         widths = config.stage_widths
         se_reduction = config.se_reduction if config.mode == "ir_se" else None
 
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(3, widths[0], kernel_size=3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0], eps=BATCHNORM_EPS),
-            nn.PReLU(widths[0]),
-        )
-        units: list[nn.Module] = []
-        in_channels = widths[0]
-        for out_channels, num_units in zip(widths, UNITS_PER_STAGE[config.num_layers], strict=True):
-            # Every stage halves the resolution in its first unit, including the first stage.
-            for u in range(num_units):
-                units.append(IRUnit(in_channels, out_channels, 2 if u == 0 else 1, se_reduction))
-                in_channels = out_channels
-        self.body = nn.Sequential(*units)
+        self.input_layer = ir_input_layer(widths[0])
+        self.body = ir_body(widths, config.num_layers, se_reduction)
 
         level_sizes = (config.input_size // 16, config.input_size // 8, config.input_size // 4)
         self.styles = nn.ModuleList(

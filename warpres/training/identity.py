@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from warpres.checkpoints.safe_load import load_state_strict, load_torch_checkpoint, require_state_dict
-from warpres.models.encoders import BATCHNORM_EPS, UNITS_PER_STAGE, IRUnit
+from warpres.models.encoders import BATCHNORM_EPS, UNITS_PER_STAGE, ir_body, ir_input_layer
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +78,8 @@ class ArcFaceBackbone(nn.Module):
         widths = tuple(int(c) for c in stage_widths)
         reduction = se_reduction if mode == "ir_se" else None
 
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(3, widths[0], kernel_size=3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0], eps=BATCHNORM_EPS),
-            nn.PReLU(widths[0]),
-        )
-        units: list[nn.Module] = []
-        in_channels = widths[0]
-        for out_channels, num_units in zip(widths, UNITS_PER_STAGE[num_layers], strict=True):
-            for u in range(num_units):  # the first unit of every stage halves the resolution
-                units.append(IRUnit(in_channels, out_channels, 2 if u == 0 else 1, reduction))
-                in_channels = out_channels
-        self.body = nn.Sequential(*units)
+        self.input_layer = ir_input_layer(widths[0])
+        self.body = ir_body(widths, num_layers, reduction)
 
         side = input_size // 16
         self.output_layer = nn.Sequential(
