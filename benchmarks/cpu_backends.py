@@ -118,13 +118,13 @@ def main() -> None:
     sections = [f"# CPU backends vs PyTorch eager FP32\n\nMachine: {platform.processor() or platform.machine()}, "
                 f"{torch.get_num_threads()} threads; torch {torch.__version__}. Medians of {args.iterations} "
                 f"iterations after one warm-up; speed-ups and PSNR against torch FP32 on the same inputs.\n"]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:  # exported models (GBs at 1024): never under benchmarks/
         for arch in args.archs.split(","):
             print(f"{arch}:", flush=True)
-            text, _ = bench_arch(arch, batches, args.iterations, Path(tmp))
+            text, _ = bench_arch(arch, batches, args.iterations, Path(scratch))
             sections.append(text)
-            with atomic_path(RESULTS) as tmp:
-                tmp.write_text("\n".join(sections))
+            with atomic_path(RESULTS) as partial:
+                partial.write_text("\n".join(sections))
     print("\n".join(sections))
 
 
