@@ -39,7 +39,7 @@ def to_model_input(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.n
     batch = _split_batch(images)
     out = np.empty((len(batch), 3, size, size), dtype=np.float32)
     for index, image in enumerate(batch):
-        rgb = _resize(_rgb_8bit_range(image, index), int(size))
+        rgb = _resize(rgb_8bit_range(image, index), int(size))
         out[index] = ((rgb - np.float32(127.5)) / np.float32(127.5)).transpose(2, 0, 1)
     return out
 
@@ -82,8 +82,10 @@ def _split_batch(images: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     raise ImageError(f"expected a numpy array or a list of arrays, got {type(images).__name__}")
 
 
-def _rgb_8bit_range(image: np.ndarray, index: int) -> np.ndarray:
-    """(H, W) / (H, W, C) uint8 | uint16 | float -> float32 (H, W, 3) in [0, 255]."""
+def rgb_8bit_range(image: np.ndarray, index: int) -> np.ndarray:
+    """(H, W) / (H, W, C) uint8 | uint16 | float -> float32 (H, W, 3) in [0, 255]: gray
+    replicated, uint16 divided by 257, alpha composited over white. `index` names the image
+    in errors."""
     if image.size == 0:
         raise ImageError(f"image {index}: zero size, shape {image.shape}")
     pixels = image[..., None] if image.ndim == 2 else image

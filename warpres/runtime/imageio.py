@@ -27,6 +27,7 @@ import numpy as np
 
 from warpres.errors import ImageError
 from warpres.files import atomic_path
+from warpres.images import rgb_8bit_range
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """Suffixes `list_images` keeps and `write_image` writes (compared case-insensitively)."""
@@ -40,7 +41,6 @@ _JPEG_SOI = b"\xff\xd8"
 _JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # JPEG markers that stand alone (no length field): TEM, RST0-7, SOI, EOI.
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8), 0xD8, 0xD9}
-_UINT16_PER_UINT8 = 257
 
 
 class ImageListing(NamedTuple):
@@ -110,14 +110,7 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
         raise ImageError(f"expected uint8 or uint16 pixels, got {pixels.dtype}")
     if pixels.dtype == np.uint8 and pixels.shape[2] in (1, 3):
         return np.ascontiguousarray(np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels)
-    values = pixels.astype(np.float32)
-    if pixels.dtype == np.uint16:
-        values /= np.float32(_UINT16_PER_UINT8)
-    if pixels.shape[2] in (2, 4):
-        alpha = values[:, :, -1:] / np.float32(255)
-        values = values[:, :, :-1] * alpha + np.float32(255) * (1 - alpha)
-    if values.shape[2] == 1:
-        values = np.repeat(values, 3, axis=2)
+    values = rgb_8bit_range(image, 0)
     return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
 
 
