@@ -16,6 +16,7 @@ package is a BackendError naming what to `pip install`.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from collections.abc import Mapping
@@ -46,6 +47,14 @@ class BackendChoice(NamedTuple):
 
 
 # -- feeds ------------------------------------------------------------------------------------
+
+def import_package(module: str, install: str):
+    """Import a backend's package lazily; a missing one is a BackendError saying what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(f"{install} ({exc})") from None
+
 
 def check_feeds(folder: ModelFolder, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """`feeds` as C-contiguous float32 arrays, after checking them against the manifest: exactly

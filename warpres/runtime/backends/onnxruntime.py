@@ -7,13 +7,12 @@ module, so the runtime stays importable without it (ARCHITECTURE §4).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from warpres.errors import BackendError
-from warpres.runtime.backends import check_feeds, physical_cores
+from warpres.runtime.backends import check_feeds, import_package, physical_cores
 from warpres.stages import ModelFolder, Stage
 
 PACKAGE = "onnxruntime"
@@ -22,11 +21,7 @@ DEVICES = ("cpu", "cuda")
 
 
 def import_onnxruntime():
-    try:
-        return importlib.import_module(PACKAGE)
-    except ImportError as exc:
-        raise BackendError(f"ONNX Runtime is not installed ({exc}): pip install onnxruntime "
-                           f"(onnxruntime-gpu for CUDA)") from None
+    return import_package(PACKAGE, "ONNX Runtime is not installed: pip install onnxruntime (onnxruntime-gpu for CUDA)")
 
 
 def execution_providers(device: str, available: Sequence[str]) -> list[str]:

@@ -12,7 +12,6 @@ timestamp, so a graph rewritten in place within the same second loads the old mo
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,7 +21,7 @@ import numpy as np
 
 from warpres.errors import BackendError
 from warpres.files import cache_root
-from warpres.runtime.backends import check_feeds
+from warpres.runtime.backends import check_feeds, import_package
 from warpres.stages import ModelFolder, Stage
 
 log = logging.getLogger(__name__)
@@ -33,10 +32,7 @@ PRECISIONS = ("f32", "bf16")
 
 
 def import_openvino():
-    try:
-        return importlib.import_module(PACKAGE)
-    except ImportError as exc:
-        raise BackendError(f"OpenVINO is not installed ({exc}): pip install openvino") from None
+    return import_package(PACKAGE, "OpenVINO is not installed: pip install openvino")
 
 
 def cpu_capabilities(core) -> tuple[str, ...]:
