@@ -24,6 +24,8 @@ setup(
         # Checkpoint -> ONNX subgraphs, validated against PyTorch with ONNX Runtime.
         # torch.onnx.export(dynamo=True) gives every graph a dynamic batch (tested with torch 2.13).
         "export": ["torch>=2.9", "onnx>=1.18", "onnxruntime>=1.20", "onnxscript>=0.5"],
+        # Training the residual branch: YAML configs, PSNR / SSIM evaluation.
+        "train": ["torch>=2.5", "pyyaml>=6", "scikit-image>=0.22"],
         # The CPU runtime: OpenVINO (BF16/INT8 on AMX) and ONNX Runtime, the portable reference.
         "cpu": ["openvino>=2025.0", "onnxruntime>=1.20"],
         "test": ["pytest>=8", "scikit-image>=0.22"],  # skimage ships the public-domain portrait the face tests use

@@ -1,4 +1,4 @@
-"""The `warpres` command: edit, video, export, info, bench.
+"""The `warpres` command: edit, video, train, export, info, bench.
 
 User mistakes (a missing file, an unknown edit, a tampered model) print one line and exit 1;
 a batch that skipped bad inputs finishes the rest and exits 1 with a summary.
@@ -7,6 +7,7 @@ a batch that skipped bad inputs finishes the rest and exits 1 with a summary.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -342,6 +343,48 @@ def bench(model: Path, backend: str, precision: str | None, batches: str, iterat
     click.echo(table(rows, references or None))
     click.echo()
     click.echo(stage_table(rows))
+
+
+# -- train ------------------------------------------------------------------------------------
+
+def _parse_overrides(items: tuple[str, ...]) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE (e.g. schedule.eval_every=500), got {item!r}",
+                                     param_hint="--set")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--resume", help="A training checkpoint to continue, or 'auto': OUTPUT/ckpt.safetensors if present.")
+@click.option("--steps", type=click.IntRange(1), help="Override `steps`.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Override `output`.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, dotted, value in YAML (repeatable): --set losses.flow=2")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def train(config: Path, resume: str | None, steps: int | None, output: Path | None,
+          assignments: tuple[str, ...], progress: bool) -> None:
+    """Train the residual branch (E1, flow head, E2) as CONFIG (YAML) says; runs under torchrun for DDP."""
+    from warpres.training.config import load_config
+    from warpres.training.trainer import CHECKPOINT_NAME
+    from warpres.training.trainer import train as run_training
+
+    overrides = _parse_overrides(assignments)
+    if steps is not None:
+        overrides["steps"] = steps
+    if output is not None:
+        overrides["output"] = str(output.resolve())
+    settings = load_config(config, overrides)
+    result = run_training(settings, resume=resume, progress=progress)
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"trained {settings.family} to step {result.step}; "
+                   f"checkpoint {settings.output / CHECKPOINT_NAME}")
 
 
 # -- export / info ----------------------------------------------------------------------------

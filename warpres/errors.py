@@ -27,3 +27,11 @@ class BackendError(WarpresError):
 
 class ModelFolderError(WarpresError):
     """An exported model folder is incomplete, was changed after export, or mixes models."""
+
+
+class ConfigError(WarpresError):
+    """A training configuration is invalid (unknown key, wrong type, impossible value)."""
+
+
+class TrainingError(WarpresError):
+    """A training run cannot start or continue (no images, a checkpoint from another run, NaN losses)."""

@@ -3,7 +3,9 @@
 Tensors are namespaced by component (`generator.*`, `encoder.*`, `branch.*`); the header
 metadata holds `format`, `format_version`, `family` and `config` (the JSON of each component's
 config dataclass). Loading rebuilds the modules from the configs and loads strictly, so a file
-round-trips exactly; nothing in it is executable.
+round-trips exactly; nothing in it is executable. A training checkpoint is the same file with
+its optimiser and discriminator state added under `training.*`: the model loaders skip that
+namespace, so a training checkpoint exports and edits like any other.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
@@ -27,10 +30,15 @@ FORMAT = "warpres"
 FORMAT_VERSION = 1
 BRANCHES = {"styleres": (StyleResBranch, StyleResConfig), "warpres": (WarpResBranch, WarpResConfig)}
 LATENT_AVG_KEY = "encoder.latent_avg"
+TRAINING_PREFIX = "training."
 
 
-def save_model(model: EditingModel, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
-    """Write `model` atomically (temp file + rename) as a warpres safetensors checkpoint."""
+def save_model(model: EditingModel, path: str | Path, extra_metadata: dict[str, str] | None = None,
+               training_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Write `model` atomically (temp file + rename) as a warpres safetensors checkpoint.
+
+    `training_tensors` (names without the prefix) are stored under `training.*`.
+    """
     path = Path(path)
     tensors = {f"generator.{k}": v for k, v in model.generator.state_dict().items()}
     config: dict = {"generator": model.generator.config.to_dict(), "encoder": None, "branch": None}
@@ -43,6 +51,7 @@ def save_model(model: EditingModel, path: str | Path, extra_metadata: dict[str, 
         config["branch"] = model.branch.config.to_dict()
     metadata = {**(extra_metadata or {}), "format": FORMAT, "format_version": str(FORMAT_VERSION),
                 "family": model.family, "config": json.dumps(config)}
+    tensors |= {TRAINING_PREFIX + k: v for k, v in (training_tensors or {}).items()}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -93,7 +102,7 @@ def load_model(path: str | Path) -> EditingModel:
         encoder.set_latent_avg(latent_avg)
     if branch is not None:
         load_state_strict(branch, strip_prefix(tensors, "branch."), f"{source}[branch]")
-    stray = sorted(k for k in tensors if not k.startswith(("generator.", "encoder.", "branch.")))
+    stray = sorted(k for k in tensors if not k.startswith(("generator.", "encoder.", "branch.", TRAINING_PREFIX)))
     if stray:
         raise CheckpointError(f"{source}: unexpected tensors {stray[:8]}")
     return EditingModel(generator, encoder, branch).eval()

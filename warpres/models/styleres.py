@@ -152,6 +152,8 @@ class StyleResBranch(nn.Module):
 
     family: ClassVar[str] = "styleres"
     uses_flow: ClassVar[bool] = False
+    # in the official checkpoint, never called by the forward: not trained
+    unused_submodules: ClassVar[tuple[str, ...]] = ("alignment.dconv3",)
     # our submodule prefix -> official submodule name inside synthesis.b{E}
     OFFICIAL_NAMES: ClassVar[dict[str, str]] = {
         "alignment.": "modify_feature_alignment.",

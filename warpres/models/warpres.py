@@ -109,6 +109,7 @@ class WarpResBranch(nn.Module):
 
     family: ClassVar[str] = "warpres"
     uses_flow: ClassVar[bool] = True
+    unused_submodules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: WarpResConfig | None = None) -> None:
         super().__init__()

@@ -1,1 +1,1 @@
-"""Training-time helpers for WarpRes (flow teachers and losses)."""
+"""Training the residual branch: config, data, the no-edit and cycle paths, losses, teachers, the trainer."""

@@ -44,7 +44,7 @@ class FlowTeacher(Protocol):
     def __call__(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 
 
-def _check_rgb_pair(source: torch.Tensor, target: torch.Tensor) -> None:
+def check_rgb_pair(source: torch.Tensor, target: torch.Tensor) -> None:
     for name, image in (("source", source), ("target", target)):
         if not isinstance(image, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(image).__name__}")
@@ -92,7 +92,7 @@ class OpenCVFlowTeacher:
         )
 
     def __call__(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check_rgb_pair(source, target)
+        check_rgb_pair(source, target)
         src = _to_gray_uint8(source)
         tgt = _to_gray_uint8(target)
         # prev = target, next = source: the flow is on the target grid and points into the source.

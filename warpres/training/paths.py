@@ -1,0 +1,149 @@
+"""The two training paths of WarpRes (paper §3.2), for either family, as one module for DDP.
+
+no-edit   x -> E0 -> W, F -> E1 -> residual; the branch renders W with the residual (for WarpRes
+          the flow head sees the unedited features twice, so its flow should be zero) -> x_hat,
+          which must match x.
+cycle     W_a = W + a (M(z) - W), a ~ U(alpha); x' = render(W_a); x' -> E0 -> W', F';
+          step back W'' = W' - (W_a - W); x'' = render(W'' with the residual of x') must match x.
+          The teacher sees the generator's plain RGB of W and W_a and supervises the flow of x'.
+
+E0 and the generator are frozen (no parameter gradients, eval mode) but differentiable: the
+cycle's gradients reach the branch through x', E0 and the second rendering. Everything a loss
+needs comes back in `PathOutputs`; the losses themselves live in `warpres.training.objective`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from warpres.errors import TrainingError
+from warpres.models.editor import EditingModel
+from warpres.models.stylegan2 import HeadOutputs
+from warpres.training.config import EditConfig
+from warpres.training.teacher import FlowTeacher
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """One step's random choices: the cycle path or not; z (B, z_dim) and alpha (B,) for the cycle."""
+
+    cycle: bool
+    z: torch.Tensor | None = None
+    alpha: torch.Tensor | None = None
+
+    @staticmethod
+    def sample(config: EditConfig, batch_size: int, z_dim: int, generator: torch.Generator) -> EditPlan:
+        """Draw a plan from `generator` (a CPU torch.Generator seeded per step and rank)."""
+        if torch.rand((), generator=generator).item() >= config.probability:
+            return EditPlan(cycle=False)
+        low, high = config.alpha
+        alpha = low + (high - low) * torch.rand(batch_size, generator=generator)
+        return EditPlan(cycle=True, z=torch.randn(batch_size, z_dim, generator=generator), alpha=alpha)
+
+    def to(self, device: torch.device) -> EditPlan:
+        if not self.cycle:
+            return self
+        return EditPlan(True, self.z.to(device), self.alpha.to(device))
+
+
+@dataclass
+class PathOutputs:
+    """output: x_hat (no-edit) or x' (cycle), (B, 3, S, S) at the loss size S (the encoder input).
+    residual: E1's output (B, Cg, E, E). flow: predicted (B, 2, E, E) (WarpRes) else None.
+    teacher_flow: its target, (B, 2, T, T) from the teacher on the cycle path, zeros at E on the
+    no-edit path. cycled: x'' (B, 3, S, S) on the cycle path, else None."""
+
+    output: torch.Tensor
+    residual: torch.Tensor
+    flow: torch.Tensor | None = None
+    teacher_flow: torch.Tensor | None = None
+    cycled: torch.Tensor | None = None
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, size, size): area average when shrinking (as the official losses at
+    256), bilinear when enlarging."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    if images.shape[-1] > size:
+        return F.adaptive_avg_pool2d(images, (size, size))
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class TrainingPaths(nn.Module):
+    """forward(images (B, 3, S, S), plan) -> PathOutputs; only `model.branch` is trainable
+    (less its `unused_submodules`)."""
+
+    def __init__(self, model: EditingModel, teacher: FlowTeacher | None, teacher_size: int = 256) -> None:
+        super().__init__()
+        if model.encoder is None or model.branch is None:
+            raise TrainingError(f"training needs E0 and a residual branch; the model is {model.family!r}")
+        if model.branch.uses_flow and teacher is None:
+            raise TrainingError("a WarpRes branch needs a flow teacher")
+        self.encoder = model.encoder.requires_grad_(False)
+        self.generator = model.generator.requires_grad_(False)
+        self.branch = model.branch.requires_grad_(True)
+        for name in model.branch.unused_submodules:
+            self.branch.get_submodule(name).requires_grad_(False)
+        self.teacher = teacher
+        self.teacher_size = teacher_size
+        self.loss_size = model.encoder.config.input_size
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.branch.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> TrainingPaths:
+        super().train(mode)
+        self.encoder.eval()  # frozen: BatchNorm keeps its statistics
+        self.generator.eval()
+        return self
+
+    def forward(self, images: torch.Tensor, plan: EditPlan) -> PathOutputs:
+        synthesis = self.generator.synthesis
+        with torch.no_grad():
+            wplus, enc_feat = self.encoder(images)
+            head = synthesis.head(wplus)
+        residual = self.branch.encode_residual(enc_feat, head.feat)
+        if not plan.cycle:
+            output, flow = self._render(residual, head, head, wplus)
+            zero_flow = None if flow is None else torch.zeros_like(flow)
+            return PathOutputs(output=output, residual=residual, flow=flow, teacher_flow=zero_flow)
+
+        with torch.no_grad():
+            step = plan.alpha.view(-1, 1, 1) * (self.generator.mapping(plan.z) - wplus)
+            wplus_edit = wplus + step
+            head_edit = synthesis.head(wplus_edit)
+            teacher_flow = self._teacher_flow(head, wplus, head_edit, wplus_edit) if self.branch.uses_flow else None
+        edited, flow = self._render(residual, head, head_edit, wplus_edit)
+
+        wplus_back, enc_feat_back = self.encoder(edited)
+        head_back = synthesis.head(wplus_back)
+        head_undone = synthesis.head(wplus_back - step)
+        residual_back = self.branch.encode_residual(enc_feat_back, head_back.feat)
+        cycled, _ = self._render(residual_back, head_back, head_undone, wplus_back - step)
+        return PathOutputs(output=edited, residual=residual, flow=flow, teacher_flow=teacher_flow, cycled=cycled)
+
+    def _render(self, residual: torch.Tensor, orig: HeadOutputs, edit: HeadOutputs,
+                wplus_edit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The branch's image of `wplus_edit` at the loss size, and its flow (WarpRes)."""
+        branch, flow = self.branch, None
+        if branch.uses_flow:
+            flow = branch.estimate_flow(orig.tap_quarter, orig.tap_half, orig.feat,
+                                        edit.tap_quarter, edit.tap_half, edit.feat)
+            feat = branch.fuse(residual, edit.feat, flow)
+        else:
+            feat = branch.fuse(residual, edit.feat)
+        image = self.generator.synthesis.tail(feat, edit.rgb, wplus_edit)
+        return resize_images(image, self.loss_size), flow
+
+    def _teacher_flow(self, head: HeadOutputs, wplus: torch.Tensor, head_edit: HeadOutputs,
+                      wplus_edit: torch.Tensor) -> torch.Tensor:
+        """The teacher's flow between the generator's own RGB of W (source) and W_a (target)."""
+        tail = self.generator.synthesis.tail
+        source = resize_images(tail(head.feat, head.rgb, wplus), self.teacher_size)
+        target = resize_images(tail(head_edit.feat, head_edit.rgb, wplus_edit), self.teacher_size)
+        return self.teacher(source.float(), target.float())
