@@ -129,23 +129,31 @@ def test_export_works_directly_from_a_training_checkpoint(warpres_run, tmp_path)
     assert open_model_folder(tmp_path / "m").manifest.family == "warpres"
 
 
-def test_resume_reproduces_the_next_step_exactly(workspace):
+def test_resume_reproduces_the_following_steps_exactly(workspace):
+    """Resumed at step 2, steps 3..5 (a cycle step with the teacher, a no-edit step, an R1 step)
+    repeat the uninterrupted run bit for bit: losses, branch and discriminator."""
     straight = Trainer(tiny_config(workspace, "straight", steps=5, schedule__checkpoint_every=0), progress=False)
     straight.run()
-    first = Trainer(tiny_config(workspace, "resumed", steps=4, schedule__checkpoint_every=0), progress=False)
-    first.run()
+    Trainer(tiny_config(workspace, "resumed", steps=2, schedule__checkpoint_every=0), progress=False).run()
     resumed = Trainer(tiny_config(workspace, "resumed", steps=5), resume="auto", progress=False)
-    assert resumed.step == 4
+    assert resumed.step == 2
     resumed.run()
     rows_a = read_log(workspace / "straight" / "log.csv")
     rows_b = read_log(workspace / "resumed" / "log.csv")
     assert [r["step"] for r in rows_b] == [1, 2, 3, 4, 5]
-    for column in rows_a[-1]:
-        if column != "seconds":
-            assert rows_b[-1][column] == rows_a[-1][column], column
-    for (name, a), b in zip(straight.model.branch.state_dict().items(),
-                            resumed.model.branch.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert {r["cycle_share"] for r in rows_b[2:]} == {0.0, 1.0} and any("r1" in r for r in rows_b[2:])
+    for row_a, row_b in zip(rows_a[2:], rows_b[2:], strict=True):
+        assert {k: v for k, v in row_a.items() if k != "seconds"} == {k: v for k, v in row_b.items() if k != "seconds"}
+    for module in ("model", "discriminator"):
+        state_a, state_b = getattr(straight, module).state_dict(), getattr(resumed, module).state_dict()
+        for name, value in state_a.items():
+            torch.testing.assert_close(value, state_b[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_fresh_run_does_not_overwrite_an_earlier_runs_folder(workspace, warpres_run):
+    config, _ = warpres_run
+    with pytest.raises(TrainingError, match="holds the checkpoint of an earlier run; continue it with --resume auto"):
+        Trainer(config, progress=False)
 
 
 def test_styleres_family_trains_with_the_same_trainer_and_no_flow_term(workspace):
@@ -209,12 +217,15 @@ def test_resuming_a_styleres_checkpoint_as_warpres_is_refused(workspace):
         Trainer(tiny_config(workspace, "run-mixed", steps=2), resume="auto", progress=False)
 
 
-def test_mixed_precision_steps_stay_finite(workspace, tmp_path):
-    """The autocast path GPUs take (amp: auto), run here in bf16 on the CPU."""
-    trainer = Trainer(tiny_config(workspace, str(tmp_path / "run"), steps=2, amp="bf16"), progress=False)
-    assert trainer.amp_dtype == torch.bfloat16
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_steps_stay_finite_and_fp16_keeps_its_loss_scale(workspace, tmp_path, amp):
+    """The autocast paths GPUs take (amp: auto), run here on the CPU; fp16 skips a step (and halves
+    its loss scale) whenever a gradient overflows, which must stay the exception."""
+    trainer = Trainer(tiny_config(workspace, str(tmp_path / "run"), steps=8, amp=amp), progress=False)
     result = trainer.run()
     assert all(math.isfinite(value) for value in result.last.values())
+    if amp == "fp16":
+        assert result.last["loss_scale"] >= 2.0**16 / 2**3
 
 
 def test_learning_rate_halves_at_5k_10k_15k(workspace):
@@ -245,3 +256,11 @@ def test_ddp_under_torchrun_with_world_size_one_matches_a_plain_run(workspace, t
         for column in ("total", "l2", "cycle_l2", "flow", "discriminator"):
             if column in b:
                 assert a[column] == pytest.approx(b[column], rel=1e-3), column
+
+
+def test_a_config_mistake_is_one_error_line(tmp_path):
+    (tmp_path / "run.yaml").write_text("model: m.safetensors\noutput: o\ndata: {train: t}\nlosses: {flw: 1}\n")
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "run.yaml")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {tmp_path / 'run.yaml'}: unknown key losses.flw;")

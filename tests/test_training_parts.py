@@ -30,9 +30,23 @@ def test_config_resolves_relative_paths_against_the_config_folder(tmp_path):
 
 
 def test_config_overrides_use_dotted_keys(tmp_path):
-    (tmp_path / "run.yaml").write_text("model: m\noutput: o\ndata: {train: t}\n")
-    config = load_config(tmp_path / "run.yaml", {"schedule.eval_every": 7, "losses.flow": 2})
+    (tmp_path / "run.yaml").write_text("model: m\noutput: o\ndata: {train: t}\nidentity:\n")
+    config = load_config(tmp_path / "run.yaml", {"schedule.eval_every": 7, "losses.flow": 2,
+                                                 "identity.weights": "w.pth"})
     assert config.schedule.eval_every == 7 and config.losses.flow == 2.0
+    assert config.identity.weights == tmp_path / "w.pth"
+
+
+def test_yaml_exponent_notation_is_a_number(tmp_path):
+    """YAML 1.1 reads 1e-4 (no dot) as a string; the config still means the number."""
+    (tmp_path / "run.yaml").write_text("model: m\noutput: o\ndata: {train: t}\noptim: {lr: 1e-4}\n")
+    assert load_config(tmp_path / "run.yaml").optim.lr == 1e-4
+
+
+def test_an_override_below_a_value_is_an_error(tmp_path):
+    (tmp_path / "run.yaml").write_text("model: m\noutput: o\ndata: {train: t}\nsteps: 5\n")
+    with pytest.raises(ConfigError, match="cannot set steps.x: steps is not a section"):
+        load_config(tmp_path / "run.yaml", {"steps.x": 1})
 
 
 @pytest.mark.parametrize(("settings", "message"), [
@@ -43,6 +57,10 @@ def test_config_overrides_use_dotted_keys(tmp_path):
     ({**MINIMAL, "teacher": {"kind": "raft"}}, "needs teacher.checkpoint"),
     ({"output": "o", "data": {"train": "t"}}, "missing required key model"),
     ({**MINIMAL, "losses": {"l2": -1}}, r"loss weights must be >= 0: \['l2'\]"),
+    ({**MINIMAL, "optim": {"lr": float("nan")}}, "optim.lr must be finite"),
+    ({**MINIMAL, "seed": -1}, "seed >= 0"),
+    ({**MINIMAL, "schedule": {"checkpoint_every": 100, "keep_every": 150}}, "multiple of schedule.checkpoint_every"),
+    ({**MINIMAL, "model": ""}, "model must be a path"),
 ])
 def test_config_mistakes_are_named(settings, message):
     with pytest.raises(ConfigError, match=message):

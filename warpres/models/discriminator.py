@@ -163,11 +163,11 @@ def minibatch_std(x: torch.Tensor, group_size: int | None, num_channels: int = 1
     if n % groups:
         raise ValueError(f"minibatch-stddev: batch size {n} is not divisible by the group size {groups} "
                          f"(min(mbstd_group_size={group_size}, batch))")
-    y = x.reshape(groups, -1, num_channels, c // num_channels, h, w)
+    y = x.reshape(groups, -1, num_channels, c // num_channels, h, w).float()  # 1e-8 vanishes in fp16
     y = y - y.mean(dim=0)
     y = (y.square().mean(dim=0) + 1e-8).sqrt()
     y = y.mean(dim=[2, 3, 4]).reshape(-1, num_channels, 1, 1)
-    y = y.repeat(groups, 1, h, w)
+    y = y.repeat(groups, 1, h, w).to(x.dtype)
     return torch.cat([x, y], dim=1)
 
 

@@ -13,6 +13,7 @@ flow head with a teacher, its weight is not published.
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -155,8 +156,19 @@ class TrainConfig:
             problems.append(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.amp not in AMP_MODES:
             problems.append(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if self.steps < 1 or self.batch_size < 1 or self.workers < 0:
-            problems.append("steps and batch_size must be >= 1 and workers >= 0")
+        if self.steps < 1 or self.batch_size < 1 or self.workers < 0 or self.seed < 0:
+            problems.append("steps and batch_size must be >= 1, workers and seed >= 0")
+        schedule = {f.name: getattr(self.schedule, f.name) for f in fields(self.schedule)}
+        if min(schedule.values()) < 0 or self.data.eval_images < 0:
+            problems.append("schedule.* and data.eval_images must be >= 0")
+        keep, every = schedule["keep_every"], schedule["checkpoint_every"]
+        if keep and every and keep % every:
+            problems.append("schedule.keep_every must be a multiple of schedule.checkpoint_every")
+        if self.teacher.size < 8 or self.teacher.iterations < 1:
+            problems.append("teacher.size must be >= 8 and teacher.iterations >= 1")
+        d = self.discriminator
+        if d.r1_gamma < 0 or d.lr <= 0 or not all(0 <= b < 1 for b in (*d.betas, *self.optim.betas)):
+            problems.append("discriminator.r1_gamma must be >= 0, learning rates > 0 and betas in [0, 1)")
         low, high = self.edits.alpha
         if not 0.0 <= low <= high <= 1.0:
             problems.append(f"edits.alpha must be an interval inside [0, 1], got {self.edits.alpha}")
@@ -195,8 +207,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
+        for depth, key in enumerate(parents):
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: cannot set {dotted}: {'.'.join(parents[:depth + 1])} is not a section")
         node[leaf] = value
     return config_from_mapping(raw, base=path.parent, source=str(path))
 
@@ -238,7 +254,7 @@ def _convert(hint, value: Any, base: Path, source: str, key: str):
     if is_dataclass(hint):
         return _build(hint, value, base, source, key + ".")
     if hint is Path:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{source}: {key} must be a path, got {value!r}")
         path = Path(value).expanduser()
         return path if path.is_absolute() else base / path
@@ -253,8 +269,21 @@ def _convert(hint, value: Any, base: Path, source: str, key: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
         return dict(value)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        return _float(value, source, key)
     if hint in (int, str, bool) and type(value) is hint:
         return value
     raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
+
+
+def _float(value: Any, source: str, key: str) -> float:
+    """Numbers, and the strings YAML 1.1 leaves unparsed such as 1e-4 (it wants 1.0e-4)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{source}: {key} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{source}: {key} must be finite, got {value!r}")
+    return number

@@ -79,8 +79,8 @@ def flow_loss(predicted_flow: torch.Tensor, teacher_flow_256: torch.Tensor) -> t
             f"batch sizes differ: predicted_flow {tuple(predicted_flow.shape)}, "
             f"teacher_flow_256 {tuple(teacher_flow_256.shape)}"
         )
-    teacher = resize_flow(teacher_flow_256.detach().to(predicted_flow.dtype), tuple(predicted_flow.shape[2:]))
-    return (predicted_flow - teacher).abs().mean()
+    teacher = resize_flow(teacher_flow_256.detach().float(), tuple(predicted_flow.shape[2:]))
+    return (predicted_flow.float() - teacher).abs().mean()
 
 
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:

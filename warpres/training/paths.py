@@ -146,4 +146,5 @@ class TrainingPaths(nn.Module):
         tail = self.generator.synthesis.tail
         source = resize_images(tail(head.feat, head.rgb, wplus), self.teacher_size)
         target = resize_images(tail(head_edit.feat, head_edit.rgb, wplus_edit), self.teacher_size)
-        return self.teacher(source.float(), target.float())
+        with torch.autocast(source.device.type, enabled=False):  # teachers are specified in fp32
+            return self.teacher(source.float(), target.float())

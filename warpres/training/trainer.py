@@ -29,6 +29,7 @@ import time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "ckpt.safetensors"
 SAMPLE_IMAGES = 4
-LOG_COLUMNS = ("step", "lr", "cycle_share", "total", *TERMS, "discriminator", "r1", "seconds")
+LOG_COLUMNS = ("step", "lr", "cycle_share", "total", *TERMS, "discriminator", "r1", "loss_scale", "seconds")
 # seed streams: 0/1 are the data order and flips (warpres.training.data); 2 the edit plans; 3 the samples
 _PLAN_STREAM, _SAMPLE_STREAM = 2, 3
 
@@ -126,7 +127,7 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
     if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
@@ -150,11 +151,16 @@ class Trainer:
         else:
             self.device = torch.device("cpu")
         if self.dist.enabled and not torch_dist.is_initialized():
-            torch_dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            # rank 0 evaluates and writes samples while the others wait in the next collective
+            torch_dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo",
+                                          timeout=timedelta(minutes=60))
         self.amp_dtype = resolve_amp(config.amp, self.device)
         self.output = config.output
         resume_path = self._resume_path(resume)
 
+        if resume_path is None and (self.output / CHECKPOINT_NAME).exists():
+            raise TrainingError(f"{self.output} holds the checkpoint of an earlier run; continue it with "
+                                "--resume auto, or write this run to another output folder")
         if resume_path is not None:
             model, state = load_training_checkpoint(resume_path)
             self._check_same_run(state, resume_path)
@@ -290,7 +296,9 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _discriminate(self, module, images: torch.Tensor) -> torch.Tensor:
-        return module(resize_images(images, self.discriminator.config.resolution).float())
+        # fp32 always: minibatch-stddev's sqrt of tiny variances underflows in fp16 (NaN gradients)
+        with torch.autocast(self.device.type, enabled=False):
+            return module(resize_images(images.float(), self.discriminator.config.resolution))
 
     def train_step(self, step: int, images: torch.Tensor) -> dict[str, float]:
         """One branch update and one discriminator update (plus R1 every r1_interval steps)."""
@@ -324,6 +332,8 @@ class Trainer:
         self.d_optimizer.step()
         metrics = {"total": total.item(), "discriminator": d_loss.item(), "cycle_share": float(plan.cycle),
                    "lr": learning_rate(config, step), **{name: value.item() for name, value in terms.items()}}
+        if self.scaler.is_enabled():
+            metrics["loss_scale"] = self.scaler.get_scale()
         if step % d.r1_interval == 0:
             real = resize_images(images, self.discriminator.config.resolution).detach().requires_grad_(True)
             logits = self.d_step(real)
