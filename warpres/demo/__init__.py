@@ -1,0 +1,1 @@
+"""Procedural demo domain: deterministic cartoon face portraits with known attributes and masks."""
