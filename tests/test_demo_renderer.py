@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from warpres.demo.prior import sample_params
 from warpres.demo.renderer import (
     MASK_NAMES,
     SEMANTIC_ATTRIBUTES,
@@ -21,7 +22,6 @@ from warpres.demo.renderer import (
     HairStyle,
     render,
     render_with_masks,
-    sample_params,
     with_attribute,
 )
 

@@ -212,57 +212,6 @@ def with_attribute(params: FaceParams, **changes: float) -> FaceParams:
     return dataclasses.replace(params, **changes)
 
 
-def sample_params(rng: np.random.Generator) -> FaceParams:
-    """A random identity and attributes.
-
-    Semantic: ``smile`` U(-1, 1); ``yaw`` N(0, 0.4) and ``pitch`` N(0, 0.3), clipped to
-    [-1, 1]; ``hair_hue`` a natural hue U(0.02, 0.12) with probability 0.8, else U(0, 1)
-    (dyed); ``glasses`` 0 with probability 0.6, else U(0.6, 1); ``age`` U(0, 1).
-    Identity: continuous fields U(0, 1) except ``hair_saturation`` U(0.2, 0.8), ``hair_value``
-    U(0.08, 0.95) and ``eye_hue`` (brown U(0.05, 0.1), blue-grey U(0.5, 0.62) or green
-    U(0.2, 0.33), probabilities 0.5 / 0.3 / 0.2); ``freckle_density`` 0 with probability 0.5,
-    else U(0.3, 1); ``mole_count`` 0..3 with probabilities 0.4 / 0.3 / 0.2 / 0.1;
-    ``earring_style`` none with probability 0.6, else uniform; other categories uniform;
-    seeds uniform in [0, 2**24).
-    """
-    def unit() -> float:
-        return float(rng.random())
-
-    eye_kind = rng.choice(3, p=[0.5, 0.3, 0.2])
-    eye_hue = float(rng.uniform(*[(0.05, 0.1), (0.5, 0.62), (0.2, 0.33)][eye_kind]))
-    natural_hair = rng.random() < 0.8
-    return FaceParams(
-        smile=float(rng.uniform(-1, 1)),
-        yaw=float(np.clip(rng.normal(0, 0.4), -1, 1)),
-        pitch=float(np.clip(rng.normal(0, 0.3), -1, 1)),
-        hair_hue=float(rng.uniform(0.02, 0.12) if natural_hair else rng.random()),
-        glasses=0.0 if rng.random() < 0.6 else float(rng.uniform(0.6, 1.0)),
-        age=unit(),
-        skin_tone=unit(),
-        face_width=unit(),
-        jaw_width=unit(),
-        eye_hue=eye_hue,
-        eye_value=unit(),
-        hair_style=int(rng.integers(len(HairStyle))),
-        hair_saturation=float(rng.uniform(0.2, 0.8)),
-        hair_value=float(rng.uniform(0.08, 0.95)),
-        brow_thickness=unit(),
-        mouth_width=unit(),
-        freckle_density=0.0 if rng.random() < 0.5 else float(rng.uniform(0.3, 1.0)),
-        freckle_seed=int(rng.integers(SEED_LIMIT)),
-        mole_count=int(rng.choice(_MAX_MOLES + 1, p=[0.4, 0.3, 0.2, 0.1])),
-        mole_seed=int(rng.integers(SEED_LIMIT)),
-        earring_style=0 if rng.random() < 0.6 else int(rng.integers(1, len(EarringStyle))),
-        earring_hue=unit(),
-        clothing_pattern=int(rng.integers(len(ClothingPattern))),
-        clothing_hue=unit(),
-        clothing_seed=int(rng.integers(SEED_LIMIT)),
-        background_style=int(rng.integers(len(BackgroundStyle))),
-        background_hue=unit(),
-        background_seed=int(rng.integers(SEED_LIMIT)),
-    )
-
-
 def render(params: FaceParams, size: int = 128) -> np.ndarray:
     """uint8 RGB (size, size, 3)."""
     return _draw(params, size, with_masks=False).image(size)
