@@ -25,7 +25,8 @@ from warpres.training.checkpoint import is_training_checkpoint, load_training_ch
 from warpres.training.config import config_from_mapping
 from warpres.training.identity import ArcFaceBackbone
 from warpres.training.raft import RAFT, RaftFlowTeacher
-from warpres.training.trainer import Trainer, learning_rate, read_log
+from warpres.training.runlog import read_log
+from warpres.training.trainer import Trainer, learning_rate
 from warpres.training.vgg import VGG16Features
 
 TINY_ARCFACE = {"stage_widths": [8, 8, 16, 16], "input_size": 32, "embedding_dim": 16, "se_reduction": 4}

@@ -41,7 +41,7 @@ class TrainingState:
     scaler: dict[str, Any]
 
 
-def _optimizer_tensors(state: Mapping[str, Any], prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def optimizer_tensors(state: Mapping[str, Any], prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimiser state_dict into tensors (`prefix.<param>.<slot>`) and JSON-able data."""
     tensors, plain = {}, {}
     for index, slots in state["state"].items():
@@ -53,7 +53,7 @@ def _optimizer_tensors(state: Mapping[str, Any], prefix: str) -> tuple[dict[str,
     return tensors, {"param_groups": state["param_groups"], "plain": plain}
 
 
-def _optimizer_state(tensors: Mapping[str, torch.Tensor], data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+def optimizer_state(tensors: Mapping[str, torch.Tensor], data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith(prefix + "."):
@@ -66,8 +66,8 @@ def _optimizer_state(tensors: Mapping[str, torch.Tensor], data: Mapping[str, Any
 
 def save_training_checkpoint(path: str | Path, model: EditingModel, state: TrainingState) -> None:
     """Write model + training state atomically (one safetensors file)."""
-    branch_tensors, branch_data = _optimizer_tensors(state.branch_optimizer, "optimizer")
-    d_tensors, d_data = _optimizer_tensors(state.discriminator_optimizer, "discriminator_optimizer")
+    branch_tensors, branch_data = optimizer_tensors(state.branch_optimizer, "optimizer")
+    d_tensors, d_data = optimizer_tensors(state.discriminator_optimizer, "discriminator_optimizer")
     tensors = {**branch_tensors, **d_tensors,
                **{f"discriminator.{k}": v for k, v in state.discriminator.state_dict().items()}}
     header = {"version": STATE_VERSION, "step": state.step, "config": json.loads(state.config_json),
@@ -99,9 +99,9 @@ def load_training_checkpoint(path: str | Path) -> tuple[EditingModel, TrainingSt
         discriminator.load_state_dict(d_state, strict=True)
         state = TrainingState(
             step=int(header["step"]), config_json=json.dumps(header["config"], sort_keys=True),
-            branch_optimizer=_optimizer_state(tensors, header["optimizer"], "optimizer"),
+            branch_optimizer=optimizer_state(tensors, header["optimizer"], "optimizer"),
             discriminator=discriminator,
-            discriminator_optimizer=_optimizer_state(tensors, header["discriminator_optimizer"],
+            discriminator_optimizer=optimizer_state(tensors, header["discriminator_optimizer"],
                                                      "discriminator_optimizer"),
             scaler=header["scaler"])
     except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:

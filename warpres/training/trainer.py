@@ -19,7 +19,6 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -59,6 +58,7 @@ from warpres.training.identity import FACE_CROP_256, IdentityLoss, load_identity
 from warpres.training.losses import PerceptualLoss, discriminator_adversarial_loss, r1_penalty
 from warpres.training.objective import TERMS, Objective
 from warpres.training.paths import EditPlan, TrainingPaths, resize_images
+from warpres.training.runlog import append_row, truncate_after
 from warpres.training.teacher import OpenCVFlowTeacher
 from warpres.training.vgg import VGG16Features
 
@@ -353,8 +353,8 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.output / "config.json") as tmp:
                 tmp.write_text(json.dumps(json.loads(config.to_json()), indent=2) + "\n")
-            _truncate_csv(self.output / "log.csv", self.step)
-            _truncate_csv(self.output / "eval.csv", self.step)
+            truncate_after(self.output / "log.csv", self.step)
+            truncate_after(self.output / "eval.csv", self.step)
         result = TrainResult(step=self.step, last={})
         if self.step >= config.steps:
             return result
@@ -405,7 +405,7 @@ class Trainer:
     def _write_log(self, step: int, interval: dict[str, list[float]], seconds: float) -> None:
         row = {name: sum(values) / len(values) for name, values in interval.items()}
         row |= {"step": step, "seconds": round(seconds, 3)}
-        _append_csv(self.output / "log.csv", LOG_COLUMNS, row)
+        append_row(self.output / "log.csv", LOG_COLUMNS, row)
 
     def _sample_inputs(self) -> torch.Tensor:
         source = self.eval_images or self.train_images
@@ -427,42 +427,12 @@ class Trainer:
                                          limit=self.config.data.eval_images)
         self.paths.train()
         row = {"step": step, "psnr": scores.psnr, "ssim": scores.ssim, "images": scores.images}
-        _append_csv(self.output / "eval.csv", ("step", "psnr", "ssim", "images"), row)
+        append_row(self.output / "eval.csv", ("step", "psnr", "ssim", "images"), row)
         return row
 
 
 def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
-
-
-def _append_csv(path: Path, columns: tuple[str, ...], row: dict) -> None:
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def _truncate_csv(path: Path, step: int) -> None:
-    """Drop rows logged after `step` (a run that stopped between a log and a checkpoint)."""
-    if not path.exists():
-        return
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        return
-    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= step]
-    if len(kept) != len(rows):
-        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-            csv.writer(handle).writerows(kept)
-
-
-def read_log(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a run's log.csv / eval.csv as floats (empty cells left out)."""
-    with Path(path).open(newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
 
 
 def train(config: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> TrainResult:

@@ -1,0 +1,101 @@
+"""Building the shipped demo models, stage by stage, each resumable:
+
+    python -m warpres.demo.build regressor --work WORK    # domain attribute regressor (perceptual features)
+    python -m warpres.demo.build generator --work WORK    # parametric StyleGAN2 (needs the regressor)
+
+Every stage writes its fitting checkpoint and log into WORK and, when complete, its result
+(`regressor.safetensors`, `generator.safetensors`). Rerunning a stage continues where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import torch
+from safetensors.torch import load_file, save_file
+
+from warpres.demo.data import RenderedFaces
+from warpres.demo.fitting import FitConfig, fit, load_fitted
+from warpres.demo.generator import GeneratorObjective, new_generator, set_w_avg
+from warpres.demo.regressor import AttributeRegressor, DomainFeatures
+from warpres.errors import TrainingError
+from warpres.files import atomic_path
+from warpres.models.stylegan2 import Generator
+from warpres.training.losses import PerceptualLoss
+
+# data streams: disjoint seeds per stage, and a held-out stream for evaluation
+REGRESSOR_SEED, GENERATOR_SEED, HELD_OUT_SEED = 1, 2, 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    regressor: FitConfig = FitConfig(steps=2000, batch_size=16, lr=1e-3)
+    generator: FitConfig = FitConfig(steps=10000, batch_size=16, lr=2e-3)
+
+
+def _result(work: Path, name: str) -> Path:
+    return work / f"{name}.safetensors"
+
+
+def _save_result(work: Path, name: str, module: torch.nn.Module) -> Path:
+    path = _result(work, name)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    return path
+
+
+def _require(work: Path, name: str) -> Path:
+    path = _result(work, name)
+    if not path.exists():
+        raise TrainingError(f"{path} is missing: build the {name} stage first")
+    return path
+
+
+def load_regressor(work: Path) -> AttributeRegressor:
+    regressor = AttributeRegressor()
+    regressor.load_state_dict(load_file(str(_require(work, "regressor"))))
+    return regressor.eval()
+
+
+def build_regressor(work: Path, config: FitConfig, progress: bool = True) -> Path:
+    regressor = AttributeRegressor()
+
+    def objective(batch):
+        images, _, targets = batch
+        error = (regressor(images).float() - targets).abs().mean()
+        return {"loss": error}
+
+    fit("regressor", regressor, objective, RenderedFaces(REGRESSOR_SEED), work, config, progress=progress)
+    return _save_result(work, "regressor", load_fitted(work / "regressor.fit.safetensors", AttributeRegressor()))
+
+
+def build_generator(work: Path, config: FitConfig, progress: bool = True) -> Path:
+    generator = new_generator()
+    perceptual = PerceptualLoss(DomainFeatures(load_regressor(work)))
+    fit("generator", generator, GeneratorObjective(generator, perceptual), RenderedFaces(GENERATOR_SEED), work,
+        config, progress=progress)
+    fitted: Generator = load_fitted(work / "generator.fit.safetensors", new_generator())
+    set_w_avg(fitted)
+    return _save_result(work, "generator", fitted)
+
+
+STAGES = {"regressor": build_regressor, "generator": build_generator}
+
+
+@click.command()
+@click.argument("stage", type=click.Choice(list(STAGES)))
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for checkpoints, logs and results (kept between runs).")
+@click.option("--steps", type=click.IntRange(1), help="Override the stage's number of steps.")
+def main(stage: str, work: Path, steps: int | None) -> None:
+    """Build (or continue building) one STAGE of the demo models."""
+    config = getattr(Plan(), stage)
+    if steps is not None:
+        config = FitConfig(**{**config.__dict__, "steps": steps})
+    click.echo(f"{stage}: {STAGES[stage](work, config)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""A resumable supervised fitting loop for the demo models (regressor, generator, encoder).
+
+Each demo model is fitted on an endless stream of renders; sample k of step s is fixed by
+(seed, k), so a stage interrupted at any checkpoint continues exactly. The checkpoint
+`WORK/<name>.fit.safetensors` holds the module's state, Adam's moments and the step; the log
+`WORK/<name>.log.csv` the mean of every loss term per interval. On the CPU the loop runs in
+bf16 autocast with channels-last tensors, where oneDNN has its fastest convolutions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from warpres.errors import TrainingError
+from warpres.files import atomic_path
+from warpres.training.checkpoint import optimizer_state, optimizer_tensors
+from warpres.training.data import StepSampler
+from warpres.training.runlog import append_row, truncate_after
+
+Batch = Sequence[torch.Tensor]
+Objective = Callable[[Batch], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """steps, batch and Adam settings of one stage; lr drops by 10x for the last `final_fraction`."""
+
+    steps: int
+    batch_size: int = 16
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    final_fraction: float = 0.2
+    seed: int = 0
+    amp: bool = True
+    workers: int = 1
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+
+def _learning_rate(config: FitConfig, step: int) -> float:
+    return config.lr * (0.1 if step > config.steps * (1 - config.final_fraction) else 1.0)
+
+
+def fit(name: str, module: nn.Module, objective: Objective, data: Dataset, work: Path, config: FitConfig,
+        parameters: Sequence[nn.Parameter] | None = None, progress: bool = True, until: int | None = None) -> nn.Module:
+    """Fit `module` (its `parameters`, default all) to minimise objective(batch)["loss"] for
+    config.steps steps, resuming from WORK/<name>.fit.safetensors when present; `until` stops
+    (with a checkpoint) at an earlier step of the same plan. Returns the module."""
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint, log_path = work / f"{name}.fit.safetensors", work / f"{name}.log.csv"
+    module.to(memory_format=torch.channels_last)
+    parameters = list(module.parameters() if parameters is None else parameters)
+    optimizer = torch.optim.Adam(parameters, lr=config.lr, betas=config.betas)
+    step = _resume(checkpoint, module, optimizer, config) if checkpoint.exists() else 0
+    truncate_after(log_path, step)
+    last = config.steps if until is None else min(until, config.steps)
+    if step >= last:
+        return module.eval()
+    batches = iter(DataLoader(data, batch_size=config.batch_size, sampler=StepSampler(step + 1, config.batch_size),
+                              num_workers=config.workers, persistent_workers=config.workers > 0))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext()
+    interval: dict[str, list[float]] = defaultdict(list)
+    started = time.perf_counter()
+    module.train()
+    with tqdm(total=config.steps, initial=step, desc=name, unit="step", disable=not progress) as bar:
+        while step < last:
+            step += 1
+            batch = [t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t for t in next(batches)]
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, step)
+            with autocast:
+                terms = objective(batch)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{name} step {step}: the loss is not finite ({loss.item()})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for key, value in terms.items():
+                interval[key].append(value.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % config.log_every == 0 or step == last:
+                row = {k: sum(v) / len(v) for k, v in interval.items()}
+                append_row(log_path, ["step", *row, "seconds"],
+                           {"step": step, **row, "seconds": round(time.perf_counter() - started, 1)})
+                interval.clear()
+            if step % config.checkpoint_every == 0 or step == last:
+                _save(checkpoint, module, optimizer, step, config)
+    return module.eval()
+
+
+def _save(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: FitConfig) -> None:
+    tensors, plain = optimizer_tensors(optimizer.state_dict(), "optimizer")
+    tensors |= {f"module.{k}": v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    metadata = {"step": str(step), "optimizer": json.dumps(plain), "config": json.dumps(asdict(config))}
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: FitConfig) -> int:
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    saved = json.loads(metadata["config"])
+    if saved["batch_size"] != config.batch_size or saved["seed"] != config.seed:
+        raise TrainingError(f"{path}: fitted with batch {saved['batch_size']} / seed {saved['seed']}; "
+                            "resuming with other values would not continue the same run")
+    tensors = load_file(str(path))
+    module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
+    optimizer.load_state_dict(optimizer_state(tensors, json.loads(metadata["optimizer"]), "optimizer"))
+    return int(metadata["step"])
+
+
+def load_fitted(path: Path, module: nn.Module) -> nn.Module:
+    """The module state of a fitting checkpoint (its final or latest step), in eval mode."""
+    tensors = load_file(str(path))
+    module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
+    return module.eval()
