@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from warpres.demo.data import RenderedFaces
+from warpres.demo.encoder import EncoderObjective, new_encoder
 from warpres.demo.fitting import FitConfig, fit
+from warpres.demo.generator import GeneratorObjective, new_generator
 from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, hue_from_targets, regression_targets
 from warpres.demo.renderer import FaceParams
 from warpres.training.runlog import read_log
@@ -46,3 +48,24 @@ def test_hues_are_recovered_from_their_circular_targets():
     targets = torch.from_numpy(regression_targets(FaceParams(hair_hue=0.93, clothing_hue=0.02)))[None]
     assert hue_from_targets(targets, "hair_hue").item() == pytest.approx(0.93, abs=1e-6)
     assert hue_from_targets(targets, "clothing_hue").item() == pytest.approx(0.02, abs=1e-6)
+
+
+def test_the_encoder_objective_trains_e0_through_the_frozen_generator():
+    generator = new_generator()
+    encoder = new_encoder(generator)
+    images, z, targets = (torch.stack(t) for t in zip(*(RenderedFaces(seed=4)[k] for k in range(2)), strict=True))
+    terms = EncoderObjective(encoder, generator, None)((images, z, targets))
+    terms["loss"].backward()
+    assert set(terms) == {"loss", "l1", "latent"} and all(torch.isfinite(v) for v in terms.values())
+    assert all(p.grad is None for p in generator.parameters())
+    assert all(p.grad is not None for p in encoder.parameters())
+
+
+def test_the_generator_objective_compares_g_of_z_with_the_render():
+    generator = new_generator()
+    images, z, targets = (torch.stack(t) for t in zip(*(RenderedFaces(seed=4)[k] for k in range(2)), strict=True))
+    terms = GeneratorObjective(generator, None)((images, z, targets))
+    with torch.no_grad():
+        expected = (generator(z) - images).abs().mean()
+    torch.testing.assert_close(terms["l1"], expected)
+    assert torch.equal(terms["loss"], terms["l1"])  # no perceptual network given

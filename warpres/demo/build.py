@@ -2,6 +2,7 @@
 
     python -m warpres.demo.build regressor --work WORK    # domain attribute regressor (perceptual features)
     python -m warpres.demo.build generator --work WORK    # parametric StyleGAN2 (needs the regressor)
+    python -m warpres.demo.build encoder --work WORK      # e4e E0 for it -> inversion.safetensors
 
 Every stage writes its fitting checkpoint and log into WORK and, when complete, its result
 (`regressor.safetensors`, `generator.safetensors`). Rerunning a stage continues where it stopped.
@@ -16,23 +17,27 @@ import click
 import torch
 from safetensors.torch import load_file, save_file
 
+from warpres.checkpoints import save_model
 from warpres.demo.data import RenderedFaces
+from warpres.demo.encoder import EncoderObjective, new_encoder
 from warpres.demo.fitting import FitConfig, fit, load_fitted
 from warpres.demo.generator import GeneratorObjective, new_generator, set_w_avg
 from warpres.demo.regressor import AttributeRegressor, DomainFeatures
 from warpres.errors import TrainingError
 from warpres.files import atomic_path
+from warpres.models.editor import EditingModel
 from warpres.models.stylegan2 import Generator
 from warpres.training.losses import PerceptualLoss
 
 # data streams: disjoint seeds per stage, and a held-out stream for evaluation
-REGRESSOR_SEED, GENERATOR_SEED, HELD_OUT_SEED = 1, 2, 1000
+REGRESSOR_SEED, GENERATOR_SEED, ENCODER_SEED, HELD_OUT_SEED = 1, 2, 3, 1000
 
 
 @dataclass(frozen=True)
 class Plan:
     regressor: FitConfig = FitConfig(steps=2000, batch_size=16, lr=1e-3)
     generator: FitConfig = FitConfig(steps=10000, batch_size=16, lr=2e-3)
+    encoder: FitConfig = FitConfig(steps=8000, batch_size=16, lr=1e-3)
 
 
 def _result(work: Path, name: str) -> Path:
@@ -81,7 +86,25 @@ def build_generator(work: Path, config: FitConfig, progress: bool = True) -> Pat
     return _save_result(work, "generator", fitted)
 
 
-STAGES = {"regressor": build_regressor, "generator": build_generator}
+def load_generator(work: Path) -> Generator:
+    generator = new_generator()
+    generator.load_state_dict(load_file(str(_require(work, "generator"))))
+    return generator.eval()
+
+
+def build_encoder(work: Path, config: FitConfig, progress: bool = True) -> Path:
+    generator = load_generator(work)
+    encoder = new_encoder(generator)
+    perceptual = PerceptualLoss(DomainFeatures(load_regressor(work)))
+    fit("encoder", encoder, EncoderObjective(encoder, generator, perceptual), RenderedFaces(ENCODER_SEED), work,
+        config, progress=progress)
+    fitted = load_fitted(work / "encoder.fit.safetensors", new_encoder(generator))
+    path = _result(work, "inversion")
+    save_model(EditingModel(generator, fitted), path)
+    return path
+
+
+STAGES = {"regressor": build_regressor, "generator": build_generator, "encoder": build_encoder}
 
 
 @click.command()

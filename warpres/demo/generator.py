@@ -23,7 +23,7 @@ from warpres.training.losses import PerceptualLoss
 RESOLUTION = 128
 DEMO_GENERATOR = GeneratorConfig(
     resolution=RESOLUTION, channels=channel_plan(RESOLUTION, channel_base=2048, channel_max=256),
-    z_dim=LATENT_DIM, w_dim=256, mapping_layers=4, mapping_lr_multiplier=0.1, embed_res=32)
+    z_dim=LATENT_DIM, w_dim=64, mapping_layers=4, mapping_lr_multiplier=0.1, embed_res=32)
 PERCEPTUAL_WEIGHT = 1.0
 PERCEPTUAL_SIZE = 64  # domain features at half resolution cost a quarter; L1 keeps the full-resolution detail
 
