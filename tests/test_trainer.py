@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import save_file
 
 from tests.conftest import tiny_editing_model
 from warpres.checkpoints import load_checkpoint, save_model
 from warpres.cli import main
+from warpres.demo.regressor import AttributeRegressor, DomainFeatures
 from warpres.errors import CheckpointError, TrainingError
 from warpres.images import to_uint8
 from warpres.models.discriminator import Discriminator, DiscriminatorConfig
@@ -57,7 +59,7 @@ def tiny_config(workspace: Path, output: str, **overrides):
         "model": "base.safetensors", "output": output, "family": "warpres",
         "branch": {"width": 16, "adapter_channels": 8},
         "data": {"train": "train", "eval": "eval"},
-        "steps": 30, "batch_size": 2, "workers": 0, "vgg_weights": "vgg16.pth",
+        "steps": 30, "batch_size": 2, "workers": 0, "perceptual": {"weights": "vgg16.pth"},
         "identity": {"weights": "arcface.pth", "backbone": TINY_ARCFACE, "crop": False},
         "optim": {"lr": 1e-3},
         "discriminator": {"channel_base": 256, "channel_max": 32, "r1_interval": 2},
@@ -203,6 +205,15 @@ def test_a_raft_network_teacher_supervises_the_flow(workspace, tmp_path):
     assert result.last["cycle_share"] == 1.0 and torch.isfinite(torch.tensor(result.last["flow"]))
 
 
+def test_the_demo_domain_network_can_be_the_perceptual_network(workspace, tmp_path):
+    save_file(AttributeRegressor().state_dict(), str(tmp_path / "regressor.safetensors"))
+    config = tiny_config(workspace, str(tmp_path / "run"), steps=2, edits={"probability": 0.0},
+                         perceptual={"network": "domain", "weights": str(tmp_path / "regressor.safetensors")})
+    trainer = Trainer(config, progress=False)
+    assert isinstance(trainer.objective.perceptual.vgg, DomainFeatures)
+    assert trainer.run().last["perceptual"] > 0
+
+
 def test_a_flow_head_init_file_without_matching_tensors_is_refused(workspace, tmp_path):
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "teacher.pt")
     config = tiny_config(workspace, str(tmp_path / "run"), teacher__flow_head_init=str(tmp_path / "teacher.pt"))
@@ -247,7 +258,7 @@ def test_ddp_under_torchrun_with_world_size_one_matches_a_plain_run(workspace, t
     done = subprocess.run([*torchrun, "-m", "warpres.cli", "train", str(workspace / "ddp.yaml"), "--no-progress"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    plain = tiny_config(workspace, str(tmp_path / "plain"), steps=3, vgg_weights=None, identity={},
+    plain = tiny_config(workspace, str(tmp_path / "plain"), steps=3, perceptual={}, identity={},
                         data={"train": "train"}, schedule={"log_every": 1, "sample_every": 0, "eval_every": 0,
                                                            "checkpoint_every": 0})
     Trainer(plain, progress=False).run()

@@ -22,7 +22,7 @@ from warpres.demo.data import RenderedFaces
 from warpres.demo.encoder import EncoderObjective, new_encoder
 from warpres.demo.fitting import FitConfig, fit, load_fitted
 from warpres.demo.generator import GeneratorObjective, new_generator, set_w_avg
-from warpres.demo.regressor import AttributeRegressor, DomainFeatures
+from warpres.demo.regressor import AttributeRegressor, load_domain_features
 from warpres.errors import TrainingError
 from warpres.files import atomic_path
 from warpres.models.editor import EditingModel
@@ -58,12 +58,6 @@ def _require(work: Path, name: str) -> Path:
     return path
 
 
-def load_regressor(work: Path) -> AttributeRegressor:
-    regressor = AttributeRegressor()
-    regressor.load_state_dict(load_file(str(_require(work, "regressor"))))
-    return regressor.eval()
-
-
 def build_regressor(work: Path, config: FitConfig, progress: bool = True) -> Path:
     regressor = AttributeRegressor()
 
@@ -78,7 +72,7 @@ def build_regressor(work: Path, config: FitConfig, progress: bool = True) -> Pat
 
 def build_generator(work: Path, config: FitConfig, progress: bool = True) -> Path:
     generator = new_generator()
-    perceptual = PerceptualLoss(DomainFeatures(load_regressor(work)))
+    perceptual = PerceptualLoss(load_domain_features(_require(work, "regressor")))
     fit("generator", generator, GeneratorObjective(generator, perceptual), RenderedFaces(GENERATOR_SEED), work,
         config, progress=progress)
     fitted: Generator = load_fitted(work / "generator.fit.safetensors", new_generator())
@@ -95,7 +89,7 @@ def load_generator(work: Path) -> Generator:
 def build_encoder(work: Path, config: FitConfig, progress: bool = True) -> Path:
     generator = load_generator(work)
     encoder = new_encoder(generator)
-    perceptual = PerceptualLoss(DomainFeatures(load_regressor(work)))
+    perceptual = PerceptualLoss(load_domain_features(_require(work, "regressor")))
     fit("encoder", encoder, EncoderObjective(encoder, generator, perceptual), RenderedFaces(ENCODER_SEED), work,
         config, progress=progress)
     fitted = load_fitted(work / "encoder.fit.safetensors", new_encoder(generator))

@@ -12,13 +12,18 @@ Hues are circular, so each is regressed as (cos, sin) of its angle.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
+from warpres.checkpoints.safe_load import load_state_strict
 from warpres.demo.renderer import FaceParams
+from warpres.errors import CheckpointError
 
 LINEAR_TARGETS = ("smile", "yaw", "pitch", "glasses", "age", "skin_tone", "face_width", "jaw_width", "eye_value",
                   "hair_saturation", "hair_value", "brow_thickness", "mouth_width", "freckle_density")
@@ -86,6 +91,21 @@ class DomainFeatures(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.regressor.features(images)
+
+
+def load_regressor(path: str | Path) -> AttributeRegressor:
+    """An AttributeRegressor saved as safetensors (a `build` result), in eval mode."""
+    regressor = AttributeRegressor()
+    try:
+        load_state_strict(regressor, load_file(str(path)), str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    return regressor.eval()
+
+
+def load_domain_features(path: str | Path) -> DomainFeatures:
+    """The frozen stage features of a saved AttributeRegressor, for `PerceptualLoss`."""
+    return DomainFeatures(load_regressor(path))
 
 
 def perceptual_distance(features: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,16 @@ class LossWeights:
 
 
 @dataclass(frozen=True)
+class PerceptualConfig:
+    """network: 'vgg16' (torchvision-format ImageNet weights) or 'domain' (a `warpres.demo`
+    attribute regressor, for the demo domain); weights: its file (None: perceptual loss off,
+    with a warning)."""
+
+    network: str = "vgg16"
+    weights: Path | None = None
+
+
+@dataclass(frozen=True)
 class IdentityConfig:
     """ArcFace weights in pSp's `model_ir_se50.pth` layout (None: identity loss off, with a warning);
     backbone: ArcFaceBackbone arguments for another recogniser; crop: the FFHQ face box or none."""
@@ -141,7 +151,7 @@ class TrainConfig:
     seed: int = 0
     amp: str = "auto"
     workers: int = 2
-    vgg_weights: Path | None = None
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     edits: EditConfig = field(default_factory=EditConfig)
     losses: LossWeights = field(default_factory=LossWeights)
@@ -177,6 +187,8 @@ class TrainConfig:
         negative = [f.name for f in fields(self.losses) if getattr(self.losses, f.name) < 0]
         if negative:
             problems.append(f"loss weights must be >= 0: {negative}")
+        if self.perceptual.network not in ("vgg16", "domain"):
+            problems.append(f"perceptual.network must be 'vgg16' or 'domain', got {self.perceptual.network!r}")
         if self.teacher.kind not in ("opencv", "raft"):
             problems.append(f"teacher.kind must be 'opencv' or 'raft', got {self.teacher.kind!r}")
         if self.teacher.kind == "raft" and self.teacher.checkpoint is None:

@@ -42,7 +42,7 @@ class Objective:
         off = {}
         if perceptual is None:
             off |= {"perceptual": 0.0, "cycle_perceptual": 0.0}
-            log.warning("perceptual loss disabled: no VGG-16 weights given (vgg_weights)")
+            log.warning("perceptual loss disabled: no network weights given (perceptual.weights)")
         if identity is None:
             off |= {"identity": 0.0, "cycle_identity": 0.0}
         if not uses_flow:

@@ -272,9 +272,14 @@ class Trainer:
             raise TrainingError(f"teacher: {exc}") from None
 
     def _perceptual(self) -> PerceptualLoss | None:
-        if self.config.vgg_weights is None:
+        perceptual = self.config.perceptual
+        if perceptual.weights is None:
             return None
-        return PerceptualLoss(VGG16Features.from_file(self.config.vgg_weights))
+        if perceptual.network == "domain":
+            from warpres.demo.regressor import load_domain_features
+
+            return PerceptualLoss(load_domain_features(perceptual.weights))
+        return PerceptualLoss(VGG16Features.from_file(perceptual.weights))
 
     def _identity(self) -> IdentityLoss | None:
         identity = self.config.identity
