@@ -74,7 +74,7 @@ def build_generator(work: Path, config: FitConfig, progress: bool = True) -> Pat
     generator = new_generator()
     perceptual = PerceptualLoss(load_domain_features(_require(work, "regressor")))
     fit("generator", generator, GeneratorObjective(generator, perceptual), RenderedFaces(GENERATOR_SEED), work,
-        config, progress=progress)
+        config, progress=progress, helpers=[perceptual])
     fitted: Generator = load_fitted(work / "generator.fit.safetensors", new_generator())
     set_w_avg(fitted)
     return _save_result(work, "generator", fitted)
@@ -91,7 +91,7 @@ def build_encoder(work: Path, config: FitConfig, progress: bool = True) -> Path:
     encoder = new_encoder(generator)
     perceptual = PerceptualLoss(load_domain_features(_require(work, "regressor")))
     fit("encoder", encoder, EncoderObjective(encoder, generator, perceptual), RenderedFaces(ENCODER_SEED), work,
-        config, progress=progress)
+        config, progress=progress, helpers=[generator, perceptual])
     fitted = load_fitted(work / "encoder.fit.safetensors", new_encoder(generator))
     path = _result(work, "inversion")
     save_model(EditingModel(generator, fitted), path)
