@@ -36,7 +36,7 @@ REGRESSOR_SEED, GENERATOR_SEED, ENCODER_SEED, HELD_OUT_SEED = 1, 2, 3, 1000
 @dataclass(frozen=True)
 class Plan:
     regressor: FitConfig = FitConfig(steps=2000, batch_size=16, lr=1e-3)
-    generator: FitConfig = FitConfig(steps=10000, batch_size=16, lr=2e-3)
+    generator: FitConfig = FitConfig(steps=8000, batch_size=16, lr=2e-3)
     encoder: FitConfig = FitConfig(steps=8000, batch_size=16, lr=1e-3)
 
 
