@@ -3,6 +3,7 @@
     python -m warpres.demo.build regressor --work WORK    # domain attribute regressor (perceptual features)
     python -m warpres.demo.build generator --work WORK    # parametric StyleGAN2 (needs the regressor)
     python -m warpres.demo.build encoder --work WORK      # e4e E0 for it -> inversion.safetensors
+    python -m warpres.demo.build directions --work WORK   # InterfaceGAN-style edits -> directions/
 
 Every stage writes its fitting checkpoint and log into WORK and, when complete, its result
 (`regressor.safetensors`, `generator.safetensors`). Rerunning a stage continues where it stopped.
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from warpres.checkpoints import save_model
 from warpres.demo.data import RenderedFaces
+from warpres.demo.directions import fit_directions
 from warpres.demo.encoder import EncoderObjective, new_encoder
 from warpres.demo.fitting import FitConfig, fit, load_fitted
 from warpres.demo.generator import GeneratorObjective, new_generator, set_w_avg
@@ -98,7 +100,14 @@ def build_encoder(work: Path, config: FitConfig, progress: bool = True) -> Path:
     return path
 
 
-STAGES = {"regressor": build_regressor, "generator": build_generator, "encoder": build_encoder}
+def build_directions(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
+    folder = work / "directions"
+    fit_directions(load_generator(work)).save(folder)
+    return folder
+
+
+STAGES = {"regressor": build_regressor, "generator": build_generator, "encoder": build_encoder,
+          "directions": build_directions}
 
 
 @click.command()
@@ -108,8 +117,8 @@ STAGES = {"regressor": build_regressor, "generator": build_generator, "encoder":
 @click.option("--steps", type=click.IntRange(1), help="Override the stage's number of steps.")
 def main(stage: str, work: Path, steps: int | None) -> None:
     """Build (or continue building) one STAGE of the demo models."""
-    config = getattr(Plan(), stage)
-    if steps is not None:
+    config = getattr(Plan(), stage, None)
+    if steps is not None and config is not None:
         config = FitConfig(**{**config.__dict__, "steps": steps})
     click.echo(f"{stage}: {STAGES[stage](work, config)}")
 

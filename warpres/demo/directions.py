@@ -1,0 +1,56 @@
+"""Edit directions of the demo domain, fitted InterfaceGAN-style in W on labelled samples.
+
+InterfaceGAN separates samples labelled by an attribute with a linear boundary in W and edits
+along its normal. The demo prior labels every sample exactly (the attribute values behind
+M(z)), so instead of a linear SVM between the two extremes we fit the least-squares linear
+model attribute ~ b + <n, W> on all samples, the same boundary family without thresholding.
+The edit vector is n / |n|^2: strength t moves the model's reading of the attribute by t, in
+the attribute's own units (smile and pose in [-1, 1], so pose=1 turns the head by ~35 degrees).
+
+Hair colour is a hue (circular), so it is edited along two linear readings of it: `hair_red`
+(cos of the hue angle: red +, cyan -) and `hair_blue` (minus its sine: blue +, yellow -).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from warpres.demo.prior import params_from_latent
+from warpres.demo.renderer import FaceParams
+from warpres.edits import DirectionLibrary, LinearDirection
+from warpres.models.stylegan2 import Generator
+
+ATTRIBUTES: dict[str, Callable[[FaceParams], float]] = {
+    "smile": lambda p: p.smile,
+    "pose": lambda p: p.yaw,
+    "pitch": lambda p: p.pitch,
+    "glasses": lambda p: p.glasses,
+    "age": lambda p: p.age,
+    "hair_red": lambda p: math.cos(2 * math.pi * p.hair_hue),
+    "hair_blue": lambda p: -math.sin(2 * math.pi * p.hair_hue),
+}
+
+
+def fit_direction(w: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """w (N, D), labels (N,) -> the edit vector (D,) of the least-squares fit labels ~ b + w n:
+    n / |n|^2, so that adding t times it raises the fitted label by exactly t."""
+    design = np.concatenate([w, np.ones((w.shape[0], 1))], axis=1)
+    solution, *_ = np.linalg.lstsq(design, labels, rcond=None)
+    normal = solution[:-1]
+    return normal / float(normal @ normal)
+
+
+@torch.no_grad()
+def fit_directions(generator: Generator, samples: int = 20000, seed: int = 0) -> DirectionLibrary:
+    """One LinearDirection per ATTRIBUTES entry, fitted on `samples` latents of the prior."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((samples, generator.config.z_dim)).astype(np.float32)
+    w = generator.mapping(torch.from_numpy(z))[:, 0].double().numpy()
+    faces = [params_from_latent(row) for row in z]
+    return DirectionLibrary(
+        LinearDirection(name, fit_direction(w, np.array([read(face) for face in faces])), source="interfacegan")
+        for name, read in ATTRIBUTES.items())
