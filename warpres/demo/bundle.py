@@ -1,0 +1,86 @@
+"""The shipped demo models: one safetensors bundle holding E0, the generator and both branches.
+
+Three full checkpoints (E0 only, StyleRes, WarpRes) would carry E0 and the generator three
+times; the bundle stores them once, in float16 (the package ships them, so size matters), with
+each component's config in the header. `materialize` writes the three float32 checkpoints of
+our format into the cache on first use; from there the runtime exports and runs them like any
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from warpres.checkpoints import save_model
+from warpres.checkpoints.native import BRANCHES
+from warpres.checkpoints.safe_load import load_state_strict, strip_prefix
+from warpres.errors import CheckpointError
+from warpres.files import atomic_path, cache_root, sha256_file
+from warpres.models.editor import EditingModel
+from warpres.models.encoders import EncoderConfig, StyleEncoder
+from warpres.models.stylegan2 import Generator, GeneratorConfig
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+BUNDLE = ASSETS / "models.safetensors"
+FAMILIES = ("inversion", "styleres", "warpres")
+_FORMAT = "warpres.demo-bundle"
+_LATENT_AVG = "encoder_latent_avg"
+
+
+def write_bundle(path: Path, generator: Generator, encoder: StyleEncoder, branches: dict) -> None:
+    """Store generator, E0 (with its latent_avg) and {family: branch} in float16, atomically."""
+    tensors = {f"generator.{k}": v for k, v in generator.state_dict().items()}
+    tensors |= {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    tensors[_LATENT_AVG] = encoder.latent_avg
+    config = {"generator": generator.config.to_dict(), "encoder": encoder.config.to_dict(), "branches": {}}
+    for family, branch in branches.items():
+        tensors |= {f"{family}.{k}": v for k, v in branch.state_dict().items()}
+        config["branches"][family] = branch.config.to_dict()
+    tensors = {k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": _FORMAT, "config": json.dumps(config)})
+
+
+def read_bundle(path: Path = BUNDLE) -> dict[str, EditingModel]:
+    """{family: EditingModel} in float32 for 'inversion' and each stored branch."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable demo bundle ({exc})") from None
+    if metadata.get("format") != _FORMAT:
+        raise CheckpointError(f"{path}: not a demo bundle (format={metadata.get('format')!r})")
+    config = json.loads(metadata["config"])
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    generator = Generator(GeneratorConfig.from_dict(config["generator"]))
+    load_state_strict(generator, strip_prefix(tensors, "generator."), f"{path}[generator]")
+    encoder = StyleEncoder(EncoderConfig.from_dict(config["encoder"]))
+    load_state_strict(encoder, strip_prefix(tensors, "encoder."), f"{path}[encoder]")
+    encoder.set_latent_avg(tensors[_LATENT_AVG])
+    models = {"inversion": EditingModel(generator, encoder).eval()}
+    for family, branch_config in config["branches"].items():
+        branch_type, config_type = BRANCHES[family]
+        branch = branch_type(config_type.from_dict(branch_config))
+        load_state_strict(branch, strip_prefix(tensors, f"{family}."), f"{path}[{family}]")
+        models[family] = EditingModel(generator, encoder, branch).eval()
+    return models
+
+
+def materialize(bundle: Path = BUNDLE, cache: Path | None = None) -> dict[str, Path]:
+    """{family: checkpoint path} of the bundle's models in our format, written once into the cache
+    (a folder keyed by the bundle's SHA-256)."""
+    folder = (cache or cache_root() / "demo") / sha256_file(bundle)[:24]
+    paths = {family: folder / f"{family}.safetensors" for family in FAMILIES}
+    if all(path.exists() for path in paths.values()):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    for family, model in read_bundle(bundle).items():
+        with torch.no_grad():
+            save_model(model, paths[family])
+    return paths
