@@ -1,4 +1,4 @@
-"""The `warpres` command: edit, video, train, export, info, bench.
+"""The `warpres` command: demo, edit, video, train, export, info, bench.
 
 User mistakes (a missing file, an unknown edit, a tampered model) print one line and exit 1;
 a batch that skipped bad inputs finishes the rest and exits 1 with a summary.
@@ -343,6 +343,20 @@ def bench(model: Path, backend: str, precision: str | None, batches: str, iterat
     click.echo(table(rows, references or None))
     click.echo()
     click.echo(stage_table(rows))
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("warpres-demo.png"),
+              help="The grid PNG to write.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="What runs the graphs.")
+def demo(output: Path, backend: str) -> None:
+    """Edit the shipped sample faces with the shipped models (E0 only, StyleRes, WarpRes) into one grid."""
+    from warpres.demo.showcase import run_demo
+
+    result = run_demo(output, backend)
+    click.echo(f"wrote {result.path} in {result.seconds:.1f} s ({result.backends['warpres']})")
 
 
 # -- train ------------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""`warpres demo`: the shipped models edit the shipped samples; one grid PNG shows the result.
+
+Rows are (sample, edit) pairs; columns are the input, the ground truth (the renderer's image of
+the same face with the attribute changed by the same amount), and the edit by E0 only, by
+StyleRes and by WarpRes. Each model runs through `Session` on the default backend (OpenVINO on
+a CPU), exported into the cache the first time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from warpres.demo.bundle import ASSETS, BUNDLE, materialize
+from warpres.demo.renderer import FaceParams, render
+from warpres.runtime.imageio import read_image, write_image
+from warpres.runtime.session import Session
+
+SAMPLES = ASSETS / "samples"
+DIRECTIONS = ASSETS / "directions"
+COLUMNS = (("input", None), ("ground truth", None), ("E0 only", "inversion"), ("StyleRes", "styleres"),
+           ("WarpRes", "warpres"))
+EDITS = (("smile", 1.0), ("pose", 0.8), ("hair_blue", 1.2))
+_LABEL_HEIGHT = 18
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    path: Path
+    seconds: float
+    backends: dict[str, str]
+
+
+def edited_truth(params: FaceParams, edit: str, strength: float) -> FaceParams:
+    """The face the edit asks for, in the units `warpres.demo.directions` fits its directions in."""
+    if edit == "smile":
+        return dataclasses.replace(params, smile=float(np.clip(params.smile + strength, -1, 1)))
+    if edit == "pose":
+        return dataclasses.replace(params, yaw=float(np.clip(params.yaw + strength, -1, 1)))
+    angle = 2 * math.pi * params.hair_hue
+    red, blue = math.cos(angle), -math.sin(angle)
+    red, blue = (red + strength, blue) if edit == "hair_red" else (red, blue + strength)
+    return dataclasses.replace(params, hair_hue=(math.atan2(-blue, red) / (2 * math.pi)) % 1.0)
+
+
+def load_samples(folder: Path = SAMPLES) -> list[tuple[np.ndarray, FaceParams]]:
+    """The sample images (uint8 RGB) and the renderer parameters they were drawn from."""
+    vectors = json.loads((folder / "samples.json").read_text())
+    return [(read_image(folder / name), FaceParams.from_vector(np.array(vector))) for name, vector in vectors.items()]
+
+
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    bar = np.full((_LABEL_HEIGHT, tile.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text, (3, _LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, tile])
+
+
+def run_demo(output: Path, backend: str = "auto", bundle: Path = BUNDLE, samples: Path = SAMPLES,
+             directions: Path = DIRECTIONS, cache: Path | None = None) -> DemoResult:
+    """Edit every sample with every EDITS entry by each family; write the grid to `output`."""
+    started = time.perf_counter()
+    checkpoints = materialize(bundle, cache)
+    sessions = {family: Session(path, backend, directions=directions) for family, path in checkpoints.items()}
+    faces = load_samples(samples)
+    images = [image for image, _ in faces]
+    specs = [f"{name}={strength}" for name, strength in EDITS]
+    edited = {family: session.edit_many(session.invert(images), specs) for family, session in sessions.items()}
+    size = images[0].shape[0]
+    rows = []
+    for (image, params), sample in zip(faces, range(len(faces)), strict=True):
+        for index, (edit, strength) in enumerate(EDITS):
+            truth = render(edited_truth(params, edit, strength), size)
+            outputs = [edited[family][index][sample] for _, family in COLUMNS[2:]]
+            tiles = [image, truth, *(cv2.resize(o, (size, size), interpolation=cv2.INTER_AREA) for o in outputs)]
+            titles = [f"{edit} {strength:+g}", "ground truth", *(title for title, _ in COLUMNS[2:])]
+            rows.append(np.concatenate([_label(t, title) for t, title in zip(tiles, titles, strict=True)], axis=1))
+    write_image(output, np.concatenate(rows, axis=0))
+    return DemoResult(output, time.perf_counter() - started,
+                      {family: session.backend_reason for family, session in sessions.items()})
