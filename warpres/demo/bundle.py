@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from warpres.checkpoints import save_model
 from warpres.checkpoints.native import BRANCHES
 from warpres.checkpoints.safe_load import load_state_strict, strip_prefix
-from warpres.errors import CheckpointError
+from warpres.errors import CheckpointError, WarpresError
 from warpres.files import atomic_path, cache_root, sha256_file
 from warpres.models.editor import EditingModel
 from warpres.models.encoders import EncoderConfig, StyleEncoder
@@ -75,6 +75,9 @@ def read_bundle(path: Path = BUNDLE) -> dict[str, EditingModel]:
 def materialize(bundle: Path = BUNDLE, cache: Path | None = None) -> dict[str, Path]:
     """{family: checkpoint path} of the bundle's models in our format, written once into the cache
     (a folder keyed by the bundle's SHA-256)."""
+    if not bundle.is_file():
+        raise WarpresError(f"{bundle}: the demo models are not part of this installation; build them with "
+                           "python -m warpres.demo.build (see its --help)")
     folder = (cache or cache_root() / "demo") / sha256_file(bundle)[:24]
     paths = {family: folder / f"{family}.safetensors" for family in FAMILIES}
     if all(path.exists() for path in paths.values()):
