@@ -4,6 +4,9 @@
     python -m warpres.demo.build generator --work WORK    # parametric StyleGAN2 (needs the regressor)
     python -m warpres.demo.build encoder --work WORK      # e4e E0 for it -> inversion.safetensors
     python -m warpres.demo.build directions --work WORK   # InterfaceGAN-style edits -> directions/
+    python -m warpres.demo.build renders --work WORK      # PNG folders for the branch trainer
+    python -m warpres.demo.build styleres --work WORK     # `warpres train` of each family on them
+    python -m warpres.demo.build warpres --work WORK
 
 Every stage writes its fitting checkpoint and log into WORK and, when complete, its result
 (`regressor.safetensors`, `generator.safetensors`). Rerunning a stage continues where it stopped.
@@ -11,25 +14,33 @@ Every stage writes its fitting checkpoint and log into WORK and, when complete, 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 from warpres.checkpoints import save_model
 from warpres.demo.data import RenderedFaces
 from warpres.demo.directions import fit_directions
 from warpres.demo.encoder import EncoderObjective, new_encoder
 from warpres.demo.fitting import FitConfig, fit, load_fitted
-from warpres.demo.generator import GeneratorObjective, new_generator, set_w_avg
+from warpres.demo.generator import RESOLUTION, GeneratorObjective, new_generator, set_w_avg
+from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import AttributeRegressor, load_domain_features
+from warpres.demo.renderer import render
 from warpres.errors import TrainingError
 from warpres.files import atomic_path
 from warpres.models.editor import EditingModel
 from warpres.models.stylegan2 import Generator
+from warpres.runtime.imageio import write_image
+from warpres.training.config import TrainConfig, config_from_mapping
 from warpres.training.losses import PerceptualLoss
+from warpres.training.trainer import CHECKPOINT_NAME, Trainer
 
 # data streams: disjoint seeds per stage, and a held-out stream for evaluation
 REGRESSOR_SEED, GENERATOR_SEED, ENCODER_SEED, HELD_OUT_SEED = 1, 2, 3, 1000
@@ -106,17 +117,70 @@ def build_directions(work: Path, config: FitConfig | None = None, progress: bool
     return folder
 
 
+TRAIN_RENDERS, EVAL_RENDERS = 10000, 500
+
+
+def build_renders(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
+    """WORK/renders/train (training stream) and WORK/renders/eval (held out), each with the
+    renderer parameters of its images in params.json (the ground truth of evaluations)."""
+    folder = work / "renders"
+    for split, seed, count in (("train", ENCODER_SEED, TRAIN_RENDERS), ("eval", HELD_OUT_SEED, EVAL_RENDERS)):
+        target = folder / split
+        if (target / "params.json").exists():
+            continue
+        vectors = {}
+        for k in tqdm(range(count), desc=f"renders/{split}", disable=not progress):
+            params = params_from_latent(*sample_latent(np.random.default_rng([seed, k])))
+            name = f"{k:05d}.png"
+            write_image(target / name, render(params, RESOLUTION))
+            vectors[name] = params.to_vector().tolist()
+        with atomic_path(target / "params.json") as tmp:
+            tmp.write_text(json.dumps(vectors))
+    return folder
+
+
+BRANCH_WIDTHS = {"styleres": {"align_channels": 64, "extract_channels": 64, "gate_channels": 32},
+                 "warpres": {"width": 64, "adapter_channels": 32}}
+
+
+def branch_config(work: Path, family: str, steps: int) -> TrainConfig:
+    """The `warpres train` run of one family on the demo renders. The domain network's features
+    are ~1000x smaller than VGG's, hence the perceptual weights above the VGG recipe's."""
+    return config_from_mapping({
+        "model": "inversion.safetensors", "output": f"{family}-run", "family": family,
+        "branch": BRANCH_WIDTHS[family],
+        "data": {"train": "renders/train", "eval": "renders/eval", "eval_images": 100},
+        "steps": steps, "batch_size": 4, "workers": 1,
+        "perceptual": {"network": "domain", "weights": "regressor.safetensors"},
+        "losses": {"perceptual": 1.0, "cycle_perceptual": 0.1},
+        "teacher": {"size": RESOLUTION},
+        "discriminator": {"channel_base": 4096, "channel_max": 128},
+        "schedule": {"log_every": 50, "sample_every": 500, "eval_every": 1000, "checkpoint_every": 250},
+    }, base=work, source=f"demo {family} run")
+
+
+def build_branch(family: str, work: Path, steps: int, progress: bool = True) -> Path:
+    _require(work, "inversion")
+    config = branch_config(work, family, steps)
+    Trainer(config, resume="auto", progress=progress).run()
+    return config.output / CHECKPOINT_NAME
+
+
 STAGES = {"regressor": build_regressor, "generator": build_generator, "encoder": build_encoder,
-          "directions": build_directions}
+          "directions": build_directions, "renders": build_renders}
+BRANCH_STEPS = 6000
 
 
 @click.command()
-@click.argument("stage", type=click.Choice(list(STAGES)))
+@click.argument("stage", type=click.Choice([*STAGES, *BRANCH_WIDTHS]))
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for checkpoints, logs and results (kept between runs).")
 @click.option("--steps", type=click.IntRange(1), help="Override the stage's number of steps.")
 def main(stage: str, work: Path, steps: int | None) -> None:
     """Build (or continue building) one STAGE of the demo models."""
+    if stage in BRANCH_WIDTHS:
+        click.echo(f"{stage}: {build_branch(stage, work, steps or BRANCH_STEPS)}")
+        return
     config = getattr(Plan(), stage, None)
     if steps is not None and config is not None:
         config = FitConfig(**{**config.__dict__, "steps": steps})
