@@ -7,6 +7,7 @@ import torch
 from tests.conftest import tiny_editing_model
 from warpres.checkpoints import load_checkpoint
 from warpres.demo.bundle import materialize, read_bundle, write_bundle
+from warpres.demo.regressor import AttributeRegressor
 
 
 def _rounded_to_half(model):
@@ -20,7 +21,8 @@ def _rounded_to_half(model):
 def _bundle(tmp_path):
     styleres, warpres = tiny_editing_model("styleres"), tiny_editing_model("warpres")
     path = tmp_path / "models.safetensors"
-    write_bundle(path, warpres.generator, warpres.encoder, {"styleres": styleres.branch, "warpres": warpres.branch})
+    write_bundle(path, warpres.generator, warpres.encoder, {"styleres": styleres.branch, "warpres": warpres.branch},
+                 AttributeRegressor())
     return path, _rounded_to_half(warpres), _rounded_to_half(styleres)
 
 

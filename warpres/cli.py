@@ -1,4 +1,4 @@
-"""The `warpres` command: demo, edit, video, train, export, info, bench.
+"""The `warpres` command: demo, evaluate, edit, video, train, export, info, bench.
 
 User mistakes (a missing file, an unknown edit, a tampered model) print one line and exit 1;
 a batch that skipped bad inputs finishes the rest and exits 1 with a summary.
@@ -357,6 +357,27 @@ def demo(output: Path, backend: str) -> None:
 
     result = run_demo(output, backend)
     click.echo(f"wrote {result.path} in {result.seconds:.1f} s ({result.backends['warpres']})")
+
+
+@main.command()
+@click.option("--images", type=click.IntRange(1), default=500, help="Held-out renders to score.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="What runs the graphs.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table (markdown) here.")
+def evaluate(images: int, backend: str, output: Path | None) -> None:
+    """Score the shipped demo models (E0 only, StyleRes, WarpRes) on held-out renders with ground truth."""
+    from warpres.demo.bundle import materialize, read_regressor
+    from warpres.demo.evaluation import evaluate as run_evaluation
+    from warpres.demo.evaluation import markdown_table
+    from warpres.demo.showcase import DIRECTIONS
+    from warpres.files import atomic_path
+
+    scores = run_evaluation(materialize(), read_regressor(), DIRECTIONS, count=images, backend=backend)
+    text = markdown_table(scores)
+    click.echo(text)
+    if output is not None:
+        with atomic_path(output) as tmp:
+            tmp.write_text(text + "\n")
 
 
 # -- train ------------------------------------------------------------------------------------

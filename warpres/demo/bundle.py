@@ -1,4 +1,5 @@
-"""The shipped demo models: one safetensors bundle holding E0, the generator and both branches.
+"""The shipped demo models: one safetensors bundle holding E0, the generator, both branches and
+the domain regressor.
 
 Three full checkpoints (E0 only, StyleRes, WarpRes) would carry E0 and the generator three
 times; the bundle stores them once, in float16 (the package ships them, so size matters), with
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from warpres.checkpoints import save_model
 from warpres.checkpoints.native import BRANCHES
 from warpres.checkpoints.safe_load import load_state_strict, strip_prefix
+from warpres.demo.regressor import AttributeRegressor
 from warpres.errors import CheckpointError, WarpresError
 from warpres.files import atomic_path, cache_root, sha256_file
 from warpres.models.editor import EditingModel
@@ -32,9 +34,12 @@ _FORMAT = "warpres.demo-bundle"
 _LATENT_AVG = "encoder_latent_avg"
 
 
-def write_bundle(path: Path, generator: Generator, encoder: StyleEncoder, branches: dict) -> None:
-    """Store generator, E0 (with its latent_avg) and {family: branch} in float16, atomically."""
+def write_bundle(path: Path, generator: Generator, encoder: StyleEncoder, branches: dict,
+                 regressor: AttributeRegressor) -> None:
+    """Store generator, E0 (with its latent_avg), {family: branch} and the domain regressor (what
+    `warpres evaluate` reads attributes with) in float16, atomically."""
     tensors = {f"generator.{k}": v for k, v in generator.state_dict().items()}
+    tensors |= {f"regressor.{k}": v for k, v in regressor.state_dict().items()}
     tensors |= {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors[_LATENT_AVG] = encoder.latent_avg
     config = {"generator": generator.config.to_dict(), "encoder": encoder.config.to_dict(), "branches": {}}
@@ -70,6 +75,18 @@ def read_bundle(path: Path = BUNDLE) -> dict[str, EditingModel]:
         load_state_strict(branch, strip_prefix(tensors, f"{family}."), f"{path}[{family}]")
         models[family] = EditingModel(generator, encoder, branch).eval()
     return models
+
+
+def read_regressor(path: Path = BUNDLE) -> AttributeRegressor:
+    """The bundle's attribute regressor, in float32 and eval mode."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable demo bundle ({exc})") from None
+    regressor = AttributeRegressor()
+    load_state_strict(regressor, {k: v.float() for k, v in strip_prefix(tensors, "regressor.").items()},
+                      f"{path}[regressor]")
+    return regressor.eval()
 
 
 def materialize(bundle: Path = BUNDLE, cache: Path | None = None) -> dict[str, Path]:
