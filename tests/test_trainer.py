@@ -233,7 +233,8 @@ def test_resuming_a_styleres_checkpoint_as_warpres_is_refused(workspace):
 def test_mixed_precision_steps_stay_finite_and_fp16_keeps_its_loss_scale(workspace, tmp_path, amp):
     """The autocast paths GPUs take (amp: auto), run here on the CPU; fp16 skips a step (and halves
     its loss scale) whenever a gradient overflows, which must stay the exception."""
-    trainer = Trainer(tiny_config(workspace, str(tmp_path / "run"), steps=8, amp=amp), progress=False)
+    trainer = Trainer(tiny_config(workspace, str(tmp_path / "run"), steps=8, amp=amp, channels_last=amp == "bf16"),
+                      progress=False)
     result = trainer.run()
     assert all(math.isfinite(value) for value in result.last.values())
     if amp == "fp16":

@@ -50,7 +50,7 @@ REGRESSOR_SEED, GENERATOR_SEED, ENCODER_SEED, HELD_OUT_SEED = 1, 2, 3, 1000
 class Plan:
     regressor: FitConfig = FitConfig(steps=2000, batch_size=16, lr=1e-3)
     generator: FitConfig = FitConfig(steps=8000, batch_size=16, lr=2e-3)
-    encoder: FitConfig = FitConfig(steps=8000, batch_size=16, lr=1e-3)
+    encoder: FitConfig = FitConfig(steps=6000, batch_size=8, lr=1e-3)
 
 
 def _result(work: Path, name: str) -> Path:
@@ -150,7 +150,7 @@ def branch_config(work: Path, family: str, steps: int) -> TrainConfig:
         "model": "inversion.safetensors", "output": f"{family}-run", "family": family,
         "branch": BRANCH_WIDTHS[family],
         "data": {"train": "renders/train", "eval": "renders/eval", "eval_images": 100},
-        "steps": steps, "batch_size": 4, "workers": 1,
+        "steps": steps, "batch_size": 4, "workers": 1, "amp": "bf16", "channels_last": True,
         "perceptual": {"network": "domain", "weights": "regressor.safetensors"},
         "losses": {"perceptual": 1.0, "cycle_perceptual": 0.1},
         "teacher": {"size": RESOLUTION},

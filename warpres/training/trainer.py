@@ -176,6 +176,10 @@ class Trainer:
             self.objective.perceptual.to(self.device)
         if self.objective.identity is not None:
             self.objective.identity.to(self.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        for network in (self.paths, self.discriminator, self.objective.perceptual, self.objective.identity):
+            if network is not None:
+                network.to(memory_format=self.memory_format)
 
         self.optimizer = torch.optim.Adam(self.paths.trainable_parameters(), lr=config.optim.lr,
                                           betas=config.optim.betas)
@@ -372,7 +376,8 @@ class Trainer:
         schedule = config.schedule
         with bar:
             for step in range(self.step + 1, config.steps + 1):
-                metrics = self.train_step(step, next(batches).to(self.device))
+                images = next(batches).to(self.device).contiguous(memory_format=self.memory_format)
+                metrics = self.train_step(step, images)
                 self.step = result.step = step
                 result.last = metrics
                 for name, value in metrics.items():
