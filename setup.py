@@ -28,6 +28,12 @@ setup(
         "train": ["torch>=2.5", "pyyaml>=6", "scikit-image>=0.22"],
         # The CPU runtime: OpenVINO (BF16/INT8 on AMX) and ONNX Runtime, the portable reference.
         "cpu": ["openvino>=2025.0", "onnxruntime>=1.20"],
+        # TensorRT-RTX stands in for TensorRT's parser/builder on machines without a GPU; never a hard dependency.
+        "tensorrt-test": ["tensorrt-rtx-cu13", "cuda-python"],
+        # FP16 graphs via ModelOpt AutoCast: nvidia-modelopt without its [onnx] extra (which pulls onnxruntime-gpu
+        # and cupy), plus the parts of that extra AutoCast imports (graphsurgeon, polygraphy: its reference runner).
+        "fp16": ["nvidia-modelopt", "onnxslim", "onnxconverter-common", "onnxscript", "lief", "cppimport",
+                 "onnx-graphsurgeon", "polygraphy"],
         "test": ["pytest>=8", "scikit-image>=0.22"],  # skimage ships the public-domain portrait the face tests use
     },
     entry_points={"console_scripts": ["warpres = warpres.cli:main"]},

@@ -212,3 +212,18 @@ def test_inputs_that_would_write_the_same_file_are_refused(photos, checkpoint, t
     result = run("edit", photos, "--model", checkpoint, "--backend", "torch", "-o", tmp_path / "out")
     assert result.exit_code == 2 and "would write the same output files" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_doctor_reports_the_gpu_tensorrt_and_every_backend():
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    for line_start in ("CUDA driver", "GPU", "TensorRT", "openvino", "onnxruntime", "torch"):
+        assert any(line.startswith(line_start) for line in result.output.splitlines()), line_start
+
+
+def test_build_profiles_cover_the_batch_sizes_between_the_ones_asked_for():
+    from warpres.cli import _profiles
+
+    assert _profiles(None, "1,8,32") == ((1, 1, 1), (2, 8, 8), (9, 32, 32))
+    assert _profiles("1,4,16", None) == ((1, 4, 16),)
+    assert _profiles(None, None) == ((1, 1, 8),)

@@ -1,4 +1,4 @@
-"""The `warpres` command: demo, evaluate, edit, video, train, export, info, bench.
+"""The `warpres` command: demo, evaluate, edit, video, train, export, build, doctor, info, bench.
 
 User mistakes (a missing file, an unknown edit, a tampered model) print one line and exit 1;
 a batch that skipped bad inputs finishes the rest and exits 1 with a summary.
@@ -441,6 +441,73 @@ def export(checkpoint: Path, out_dir: Path, directions: Path | None, validate: b
     folder = export_model(load_checkpoint(checkpoint), out_dir, directions=library, validate=validate)
     click.echo(f"exported {folder.manifest.family} model to {out_dir} "
                f"({', '.join(stage.filename for stage in folder.manifest.stages)})")
+
+
+def _batch_triple(text: str) -> tuple[int, int, int]:
+    try:
+        low, opt, high = (int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected MIN,OPT,MAX batch sizes such as 1,4,16, got {text!r}") from None
+    return low, opt, high
+
+
+def _profiles(batch: str | None, profiles: str | None) -> tuple[tuple[int, int, int], ...]:
+    """--batch MIN,OPT,MAX is one profile; --profiles 1,8,32 is one profile per size, each covering
+    the sizes above the previous one (1..1, 2..8, 9..32) and tuned for its own size."""
+    if batch and profiles:
+        raise click.UsageError("give --batch or --profiles, not both")
+    if profiles:
+        try:
+            sizes = sorted({int(v) for v in profiles.split(",")})
+        except ValueError:
+            raise click.BadParameter(f"expected batch sizes such as 1,8,32, got {profiles!r}") from None
+        return tuple((low, size, size) for low, size in zip([1, *(s + 1 for s in sizes)], sizes, strict=False))
+    return (_batch_triple(batch),) if batch else ((1, 1, 8),)
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp16",
+              help="fp16 converts each graph with ModelOpt AutoCast first (style, demodulation, clamps and "
+                   "grid math stay fp32).")
+@click.option("--batch", help="One optimization profile MIN,OPT,MAX over the batch (default 1,1,8).")
+@click.option("--profiles", help="One profile per batch size, e.g. 1,8,32.")
+@click.option("--workspace", type=click.FloatRange(0.1), default=2.0, help="Builder workspace limit (GiB).")
+@click.option("--refit/--no-refit", default=False, help="Build refittable engines.")
+@click.option("--plugins", is_flag=True, help="Build the plugin flavour (custom modulated-conv and warp kernels).")
+def build(model_dir: Path, precision: str, batch: str | None, profiles: str | None, workspace: float, refit: bool,
+          plugins: bool) -> None:
+    """Build TensorRT engines for every stage of the exported MODEL_DIR (into MODEL_DIR/engines)."""
+    from warpres.export.engines import build_model_engines
+
+    if plugins:
+        raise click.ClickException("the plugin flavour is not implemented yet: build the portable graphs "
+                                   "(TensorRT's native layers) without --plugins")
+    paths = build_model_engines(model_dir, precision=precision, profiles=_profiles(batch, profiles),
+                                workspace_bytes=int(workspace * 2**30), refittable=refit)
+    click.echo(f"built {len(paths)} {precision} engines in {paths[0].parent}")
+
+
+@main.command()
+def doctor() -> None:
+    """Report what this machine offers: GPU, driver, CUDA, TensorRT and the backends."""
+    from warpres.runtime.backends import available
+    from warpres.runtime.engine_file import import_tensorrt
+    from warpres.runtime.gpu import cuda_devices
+
+    cuda = cuda_devices()
+    lines = [f"CUDA driver     {cuda.driver_version or 'none'}, runtime {cuda.runtime_version or 'none'}"]
+    lines += [f"GPU {d.index}           {d.name} ({d.sm}, {d.memory_bytes / 2**30:.0f} GiB)" for d in cuda.devices]
+    if not cuda.devices:
+        lines.append(f"GPU             none: {cuda.problem}")
+    try:
+        _, trt = import_tensorrt()
+        lines.append(f"TensorRT        {trt.flavour} {trt.version}")
+    except WarpresError as exc:
+        lines.append(f"TensorRT        not importable: {exc}")
+    for name, availability in available().items():
+        lines.append(f"{name:<15} {'yes' if availability.usable else 'no'}: {availability.detail}")
+    click.echo("\n".join(lines))
 
 
 @main.command()

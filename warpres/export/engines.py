@@ -3,10 +3,8 @@
     from warpres.export.engines import build_model_engines
     paths = build_model_engines("exported/warpres-ffhq", precision="fp16")
 
-An engine file is `MAGIC` + uint32 little-endian header length + the header as UTF-8 JSON
-(`EngineHeader`) + TensorRT's serialized plan. A plan only runs on the TensorRT version that built
-it and on the GPU it was tuned for; the header lets the runtime say so (and tell the user to rebuild)
-instead of failing inside TensorRT.
+Engine files carry a header (`warpres.runtime.engine_file`) that lets the runtime refuse an
+engine built by another TensorRT or for another GPU.
 
 TensorRT proper needs a GPU to build; TensorRT-RTX (`tensorrt_rtx`) also builds on a machine without
 one and stands in for it in tests. This module never creates a `Runtime`: without a GPU, TensorRT's
@@ -17,30 +15,30 @@ The TensorRT versions differ in one place, `build_features`.
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import os
-import struct
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from tqdm.auto import tqdm
 
-import warpres
 from warpres.errors import BackendError, ExportError
 from warpres.files import atomic_path, sha256_file
+from warpres.runtime.engine_file import (
+    EngineHeader,
+    EngineTarget,
+    TensorRTInfo,
+    encode_header,
+    import_tensorrt,
+)
 from warpres.stages import open_model_folder
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"WARPRES-TRT\x00"
-_LENGTH = struct.Struct("<I")
-HEADER_FORMAT_VERSION = 1
 ENGINE_DIR = "engines"
 TIMING_CACHE_NAME = "timing.cache"
 PRECISIONS = ("fp32", "fp16")
@@ -48,33 +46,6 @@ PRECISIONS = ("fp32", "fp16")
 DEFAULT_PROFILES: tuple[tuple[int, int, int], ...] = ((1, 1, 8),)
 DEFAULT_WORKSPACE_BYTES = 2 << 30
 MIN_TENSORRT_MAJOR = 10
-
-_INSTALL_HINT = ("pip install tensorrt-cu13 (TensorRT, needs an NVIDIA GPU to build) or "
-                 "pip install 'warpres[tensorrt-test]' (TensorRT-RTX, builds without a GPU)")
-
-
-@dataclass(frozen=True)
-class TensorRTInfo:
-    """Which TensorRT is importable: flavour "tensorrt" | "tensorrt-rtx", version "10.16.1.11", major 10."""
-
-    flavour: str
-    version: str
-    major: int
-
-
-def import_tensorrt() -> tuple[ModuleType, TensorRTInfo]:
-    """The TensorRT module (`tensorrt`, else `tensorrt_rtx`) and what it is.
-    Raises BackendError with the pip command when neither imports."""
-    failures = []
-    for module_name, flavour in (("tensorrt", "tensorrt"), ("tensorrt_rtx", "tensorrt-rtx")):
-        try:
-            trt = importlib.import_module(module_name)
-        except ImportError as exc:  # also the shim whose libraries are missing (libnvonnxparser.so.11)
-            failures.append(f"{module_name}: {exc}")
-            continue
-        return trt, TensorRTInfo(flavour, trt.__version__, int(trt.__version__.split(".")[0]))
-    raise BackendError(f"TensorRT is not importable ({'; '.join(failures)}); {_INSTALL_HINT}")
-
 
 @dataclass(frozen=True)
 class BuildFeatures:
@@ -102,110 +73,6 @@ def build_features(trt: ModuleType, info: TensorRTInfo) -> BuildFeatures:
     strongly_typed_flag = 0 if rtx or info.major >= 11 else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     return BuildFeatures(network_flags=strongly_typed_flag, timing_cache=not rtx,
                          refit=hasattr(trt.BuilderFlag, "REFIT"))
-
-
-def current_compute_capability() -> str | None:
-    """"major.minor" of the current CUDA device (e.g. "8.9"), or None when there is no usable GPU
-    or cuda-python is not installed. Asks the CUDA runtime only; never creates a TensorRT Runtime."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        return None
-    success = runtime.cudaError_t.cudaSuccess
-    error, count = runtime.cudaGetDeviceCount()  # error 35 (insufficient driver) without a GPU driver
-    if error != success or not count:
-        return None
-    error, device = runtime.cudaGetDevice()
-    if error != success:
-        return None
-    error, properties = runtime.cudaGetDeviceProperties(device)
-    return f"{properties.major}.{properties.minor}" if error == success else None
-
-
-@dataclass(frozen=True)
-class EngineTarget:
-    """What an engine is bound to: the TensorRT that built it and the GPU it was tuned for
-    (compute capability "8.9", or None: built without a GPU, TensorRT-RTX's portable engine)."""
-
-    flavour: str
-    version: str
-    compute_capability: str | None
-
-    @classmethod
-    def current(cls, info: TensorRTInfo) -> EngineTarget:
-        return cls(info.flavour, info.version, current_compute_capability())
-
-
-@dataclass(frozen=True)
-class EngineHeader:
-    """The JSON header in front of the plan. source_sha256: the exported stage graph the engine was
-    built from (the manifest's pin), so an engine from another export is refused. profiles: one
-    (min, opt, max) batch per optimization profile, in profile order."""
-
-    stage: str
-    precision: str
-    target: EngineTarget
-    source_sha256: str
-    profiles: tuple[tuple[int, int, int], ...]
-    refittable: bool
-    warpres_version: str = warpres.__version__
-    format_version: int = HEADER_FORMAT_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["profiles"] = [list(p) for p in self.profiles]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EngineHeader:
-        return cls(stage=data["stage"], precision=data["precision"], target=EngineTarget(**data["target"]),
-                   source_sha256=data["source_sha256"],
-                   profiles=tuple((int(a), int(b), int(c)) for a, b, c in data["profiles"]),
-                   refittable=bool(data["refittable"]), warpres_version=data["warpres_version"],
-                   format_version=int(data["format_version"]))
-
-
-def encode_header(header: EngineHeader) -> bytes:
-    """MAGIC + uint32 LE length + JSON: the bytes written in front of the plan."""
-    body = json.dumps(header.to_dict(), sort_keys=True).encode("utf-8")
-    return MAGIC + _LENGTH.pack(len(body)) + body
-
-
-def read_engine_header(path: str | os.PathLike[str]) -> tuple[EngineHeader, int]:
-    """The header of an engine file and the byte offset where TensorRT's plan starts."""
-    path = Path(path)
-    with open(path, "rb") as handle:
-        prefix = handle.read(len(MAGIC) + _LENGTH.size)
-        if len(prefix) < len(MAGIC) + _LENGTH.size or not prefix.startswith(MAGIC):
-            raise BackendError(f"{path}: not a warpres TensorRT engine (no header); rebuild it with `warpres build`")
-        (length,) = _LENGTH.unpack(prefix[len(MAGIC):])
-        body = handle.read(length)
-    try:
-        if len(body) != length:
-            raise ValueError(f"header is {len(body)} of {length} bytes")
-        data = json.loads(body.decode("utf-8"))
-        if data.get("format_version") != HEADER_FORMAT_VERSION:
-            raise ValueError(f"header format {data.get('format_version')!r}; "
-                             f"this version reads {HEADER_FORMAT_VERSION}")
-        header = EngineHeader.from_dict(data)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
-        raise BackendError(f"{path}: unreadable engine header ({exc}); rebuild it with `warpres build`") from None
-    return header, len(prefix) + length
-
-
-def check_engine_header(header: EngineHeader, running: EngineTarget, path: str | os.PathLike[str] = "engine") -> None:
-    """Raise BackendError, telling the user to rebuild, when the engine was built by another
-    TensorRT (flavour or version) or for a GPU of another compute capability than `running`'s.
-    An engine built without a GPU (compute capability None) runs on any."""
-    built = header.target
-    if (built.flavour, built.version) != (running.flavour, running.version):
-        reason = f"was built by {built.flavour} {built.version}; this is {running.flavour} {running.version}"
-    elif built.compute_capability is not None and built.compute_capability != running.compute_capability:
-        reason = (f"was built for compute capability {built.compute_capability}; this GPU is "
-                  f"{running.compute_capability or 'not available'}")
-    else:
-        return
-    raise BackendError(f"{path}: the {header.stage} engine {reason}; rebuild the engines with `warpres build`")
 
 
 def _collecting_logger(trt: ModuleType) -> Any:
@@ -252,15 +119,16 @@ def _profile_shapes(shape: Sequence[int], batches: tuple[int, int, int], name: s
 
 
 def _check_profiles(profiles: Sequence[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:
-    checked = tuple(tuple(int(b) for b in profile) for profile in profiles)
+    checked = [tuple(int(batch) for batch in profile) for profile in profiles]
     if not checked or any(len(p) != 3 or not 1 <= p[0] <= p[1] <= p[2] for p in checked):
         raise ExportError(f"batch profiles must be (min, opt, max) with 1 <= min <= opt <= max, got {list(profiles)}")
-    return checked  # type: ignore[return-value]
+    return tuple((low, opt, high) for low, opt, high in checked)
 
 
-def _load_timing_cache(config: Any, path: Path | None) -> Any:
-    """Attach the timing cache at `path` (an empty one if absent, or recorded on another GPU)."""
-    data = path.read_bytes() if path is not None and path.is_file() else b""
+def _attach_timing_cache(config: Any, path: Path) -> Any:
+    """Attach the timing cache at `path` (an empty one if absent, or recorded on another GPU) and
+    return it: TensorRT needs the object alive until the build ends."""
+    data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
     if not config.set_timing_cache(cache, False):  # False: the file came from another device or version
         logger.warning("%s: timing cache does not fit this GPU / TensorRT; starting a new one", path)
@@ -310,8 +178,7 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
             profile.set_shape(tensor.name, *_profile_shapes(tuple(tensor.shape), batches, tensor.name, onnx_path))
         config.add_optimization_profile(profile)
     cache_path = Path(timing_cache_path) if timing_cache_path is not None and features.timing_cache else None
-    if cache_path is not None:
-        _load_timing_cache(config, cache_path)
+    timing_cache = _attach_timing_cache(config, cache_path) if cache_path is not None else None
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ExportError(f"{onnx_path}: {info.flavour} {info.version} could not build an engine:\n  "
@@ -322,9 +189,9 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     with atomic_path(engine_path) as tmp, open(tmp, "wb") as handle:
         handle.write(encode_header(header))
         handle.write(memoryview(plan))
-    if cache_path is not None:
+    if timing_cache is not None:
         with atomic_path(cache_path) as tmp:
-            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+            tmp.write_bytes(memoryview(timing_cache.serialize()))
     return header
 
 

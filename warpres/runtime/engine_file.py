@@ -1,0 +1,147 @@
+"""TensorRT engine files as warpres writes them: the TensorRT module, the header, the checks.
+
+An engine file is `MAGIC` + uint32 little-endian header length + the header as UTF-8 JSON
+(`EngineHeader`) + TensorRT's serialized plan. A plan only runs on the TensorRT version that built
+it and on the GPU it was tuned for; the header lets the runtime say so (and tell the user to rebuild)
+instead of failing inside TensorRT. The builder (`warpres.export.engines`) writes these files; the
+runtime reads them without importing the exporter or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import warpres
+from warpres.errors import BackendError
+from warpres.runtime.gpu import cuda_devices
+
+MAGIC = b"WARPRES-TRT\x00"
+_LENGTH = struct.Struct("<I")
+HEADER_FORMAT_VERSION = 1
+
+_INSTALL_HINT = ("pip install tensorrt-cu13 (TensorRT, needs an NVIDIA GPU to build) or "
+                 "pip install 'warpres[tensorrt-test]' (TensorRT-RTX, builds without a GPU)")
+
+
+@dataclass(frozen=True)
+class TensorRTInfo:
+    """Which TensorRT is importable: flavour "tensorrt" | "tensorrt-rtx", version "10.16.1.11", major 10."""
+
+    flavour: str
+    version: str
+    major: int
+
+
+def import_tensorrt() -> tuple[ModuleType, TensorRTInfo]:
+    """The TensorRT module (`tensorrt`, else `tensorrt_rtx`) and what it is.
+    Raises BackendError with the pip command when neither imports."""
+    failures = []
+    for module_name, flavour in (("tensorrt", "tensorrt"), ("tensorrt_rtx", "tensorrt-rtx")):
+        try:
+            trt = importlib.import_module(module_name)
+        except ImportError as exc:  # also the shim whose libraries are missing (libnvonnxparser.so.11)
+            failures.append(f"{module_name}: {exc}")
+            continue
+        return trt, TensorRTInfo(flavour, trt.__version__, int(trt.__version__.split(".")[0]))
+    raise BackendError(f"TensorRT is not importable ({'; '.join(failures)}); {_INSTALL_HINT}")
+
+
+def current_compute_capability() -> str | None:
+    """The compute capability the builder tunes for, "sm_89" style: CUDA device 0 (the device a
+    fresh process builds on), or None without a usable GPU. Asks cuda-python (warpres.runtime.gpu),
+    never TensorRT."""
+    devices = cuda_devices().devices
+    return devices[0].sm if devices else None
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """What an engine is bound to: the TensorRT that built it and the GPU it was tuned for
+    (compute capability "sm_89", or None: built without a GPU, TensorRT-RTX's portable engine)."""
+
+    flavour: str
+    version: str
+    compute_capability: str | None
+
+    @classmethod
+    def current(cls, info: TensorRTInfo) -> EngineTarget:
+        return cls(info.flavour, info.version, current_compute_capability())
+
+
+@dataclass(frozen=True)
+class EngineHeader:
+    """The JSON header in front of the plan. source_sha256: the exported stage graph the engine was
+    built from (the manifest's pin), so an engine from another export is refused. profiles: one
+    (min, opt, max) batch per optimization profile, in profile order."""
+
+    stage: str
+    precision: str
+    target: EngineTarget
+    source_sha256: str
+    profiles: tuple[tuple[int, int, int], ...]
+    refittable: bool
+    warpres_version: str = warpres.__version__
+    format_version: int = HEADER_FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["profiles"] = [list(p) for p in self.profiles]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineHeader:
+        return cls(stage=data["stage"], precision=data["precision"], target=EngineTarget(**data["target"]),
+                   source_sha256=data["source_sha256"],
+                   profiles=tuple((int(a), int(b), int(c)) for a, b, c in data["profiles"]),
+                   refittable=bool(data["refittable"]), warpres_version=data["warpres_version"],
+                   format_version=int(data["format_version"]))
+
+
+def encode_header(header: EngineHeader) -> bytes:
+    """MAGIC + uint32 LE length + JSON: the bytes written in front of the plan."""
+    body = json.dumps(header.to_dict(), sort_keys=True).encode("utf-8")
+    return MAGIC + _LENGTH.pack(len(body)) + body
+
+
+def read_engine_header(path: str | os.PathLike[str]) -> tuple[EngineHeader, int]:
+    """The header of an engine file and the byte offset where TensorRT's plan starts."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        prefix = handle.read(len(MAGIC) + _LENGTH.size)
+        if len(prefix) < len(MAGIC) + _LENGTH.size or not prefix.startswith(MAGIC):
+            raise BackendError(f"{path}: not a warpres TensorRT engine (no header); rebuild it with `warpres build`")
+        (length,) = _LENGTH.unpack(prefix[len(MAGIC):])
+        body = handle.read(length)
+    try:
+        if len(body) != length:
+            raise ValueError(f"header is {len(body)} of {length} bytes")
+        data = json.loads(body.decode("utf-8"))
+        if data.get("format_version") != HEADER_FORMAT_VERSION:
+            raise ValueError(f"header format {data.get('format_version')!r}; "
+                             f"this version reads {HEADER_FORMAT_VERSION}")
+        header = EngineHeader.from_dict(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise BackendError(f"{path}: unreadable engine header ({exc}); rebuild it with `warpres build`") from None
+    return header, len(prefix) + length
+
+
+def check_engine_header(header: EngineHeader, running: EngineTarget, path: str | os.PathLike[str] = "engine") -> None:
+    """Raise BackendError, telling the user to rebuild, when the engine was built by another
+    TensorRT (flavour or version) or for a GPU of another compute capability than `running`'s.
+    An engine built without a GPU (compute capability None) runs on any."""
+    built = header.target
+    if (built.flavour, built.version) != (running.flavour, running.version):
+        reason = f"was built by {built.flavour} {built.version}; this is {running.flavour} {running.version}"
+    elif built.compute_capability is not None and built.compute_capability != running.compute_capability:
+        reason = (f"was built for compute capability {built.compute_capability}; this GPU is "
+                  f"{running.compute_capability or 'not available'}")
+    else:
+        return
+    raise BackendError(f"{path}: the {header.stage} engine {reason}; rebuild the engines with `warpres build`")
