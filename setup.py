@@ -10,6 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["warpres", "warpres.*"]),
+    package_data={"warpres.demo": ["assets/*", "assets/*/*"]},  # the shipped demo models, samples, edits
     install_requires=[
         "numpy>=1.24",
         "safetensors>=0.4",

@@ -389,6 +389,7 @@ def test_onnx_backends_run_without_torch_or_the_exporter(exported, tmp_path):
 import sys
 import numpy as np
 import warpres.runtime.backends.onnxruntime, warpres.runtime.backends.openvino
+import warpres.runtime.engine_file, warpres.runtime.gpu
 assert "torch" not in sys.modules, "importing the backends imported torch"
 from warpres.runtime.backends import create_backend
 from warpres.stages import ENCODER, open_model_folder

@@ -11,6 +11,7 @@ from warpres.demo.fitting import FitConfig, fit
 from warpres.demo.generator import GeneratorObjective, new_generator
 from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, hue_from_targets, regression_targets
 from warpres.demo.renderer import FaceParams
+from warpres.errors import TrainingError
 from warpres.training.runlog import read_log
 
 
@@ -69,3 +70,11 @@ def test_the_generator_objective_compares_g_of_z_with_the_render():
         expected = (generator(z) - images).abs().mean()
     torch.testing.assert_close(terms["l1"], expected)
     assert torch.equal(terms["loss"], terms["l1"])  # no perceptual network given
+
+
+def test_resuming_with_another_plan_is_refused(tmp_path):
+    _fit(tmp_path, until=2)
+    regressor = AttributeRegressor()
+    other = FitConfig(steps=6, batch_size=2, workers=0)
+    with pytest.raises(TrainingError, match="fitted with other steps"):
+        fit("regressor", regressor, lambda batch: {}, RenderedFaces(seed=3, size=32), tmp_path, other, progress=False)

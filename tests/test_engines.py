@@ -157,9 +157,11 @@ def test_without_tensorrt_the_error_names_the_pip_command(monkeypatch):
         import_tensorrt()
 
 
-def test_no_gpu_is_recorded_as_a_portable_engine():
-    if current_compute_capability() is None:
-        assert EngineTarget.current(import_tensorrt()[1]).compute_capability is None
+def test_tensorrt_rtx_engines_are_recorded_as_portable_and_tensorrt_ones_as_this_gpus():
+    rtx = TensorRTInfo("tensorrt-rtx", "1.7.1.116", 1)
+    assert EngineTarget.current(rtx).compute_capability is None
+    assert EngineTarget.current(TensorRTInfo("tensorrt", "10.16.1.11", 10)).compute_capability == \
+        current_compute_capability()
 
 
 # --- FP16 graphs -----------------------------------------------------------------------------

@@ -353,7 +353,11 @@ def bench(model: Path, backend: str, precision: str | None, batches: str, iterat
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="What runs the graphs.")
 def demo(output: Path, backend: str) -> None:
     """Edit the shipped sample faces with the shipped models (E0 only, StyleRes, WarpRes) into one grid."""
-    from warpres.demo.showcase import run_demo
+    try:
+        from warpres.demo.showcase import run_demo
+    except ImportError as exc:
+        raise click.ClickException(f"warpres demo exports the shipped checkpoints on first use, which needs "
+                                   f"PyTorch ({exc}); pip install 'warpres[export,cpu]'") from None
 
     result = run_demo(output, backend)
     click.echo(f"wrote {result.path} in {result.seconds:.1f} s ({result.backends['warpres']})")
@@ -366,10 +370,14 @@ def demo(output: Path, backend: str) -> None:
               help="Also write the table (markdown) here.")
 def evaluate(images: int, backend: str, output: Path | None) -> None:
     """Score the shipped demo models (E0 only, StyleRes, WarpRes) on held-out renders with ground truth."""
-    from warpres.demo.bundle import materialize, read_regressor
-    from warpres.demo.evaluation import evaluate as run_evaluation
-    from warpres.demo.evaluation import markdown_table
-    from warpres.demo.showcase import DIRECTIONS
+    try:
+        from warpres.demo.bundle import materialize, read_regressor
+        from warpres.demo.evaluation import evaluate as run_evaluation
+        from warpres.demo.evaluation import markdown_table
+        from warpres.demo.showcase import DIRECTIONS
+    except ImportError as exc:
+        raise click.ClickException(f"warpres evaluate needs PyTorch and scikit-image ({exc}); "
+                                   f"pip install 'warpres[export,cpu,train]'") from None
     from warpres.files import atomic_path
 
     scores = run_evaluation(materialize(), read_regressor(), DIRECTIONS, count=images, backend=backend)

@@ -43,7 +43,8 @@ from warpres.training.losses import PerceptualLoss
 from warpres.training.trainer import CHECKPOINT_NAME, Trainer
 
 # data streams: disjoint seeds per stage, and a held-out stream for evaluation
-REGRESSOR_SEED, GENERATOR_SEED, ENCODER_SEED, HELD_OUT_SEED = 1, 2, 3, 1000
+# (warpres evaluate scores the first images of the HELD_OUT_SEED stream; the trainer monitors others)
+REGRESSOR_SEED, GENERATOR_SEED, ENCODER_SEED, BRANCH_SEED, MONITOR_SEED, HELD_OUT_SEED = 1, 2, 3, 4, 5, 1000
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def _require(work: Path, name: str) -> Path:
 
 
 def build_regressor(work: Path, config: FitConfig, progress: bool = True) -> Path:
+    torch.manual_seed(REGRESSOR_SEED)
     regressor = AttributeRegressor()
 
     def objective(batch):
@@ -121,10 +123,11 @@ TRAIN_RENDERS, EVAL_RENDERS = 10000, 500
 
 
 def build_renders(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
-    """WORK/renders/train (training stream) and WORK/renders/eval (held out), each with the
-    renderer parameters of its images in params.json (the ground truth of evaluations)."""
+    """WORK/renders/train (the branches' training images) and WORK/renders/eval (the trainer's
+    monitoring set), each with the renderer parameters of its images in params.json. Both
+    streams are disjoint from what E0 was fitted on and from what `warpres evaluate` scores."""
     folder = work / "renders"
-    for split, seed, count in (("train", ENCODER_SEED, TRAIN_RENDERS), ("eval", HELD_OUT_SEED, EVAL_RENDERS)):
+    for split, seed, count in (("train", BRANCH_SEED, TRAIN_RENDERS), ("eval", MONITOR_SEED, EVAL_RENDERS)):
         target = folder / split
         if (target / "params.json").exists():
             continue

@@ -6,7 +6,8 @@ StyleRes, WarpRes) running on a runtime backend:
 - reconstruction: PSNR and SSIM against the input, and the domain perceptual distance
   (`warpres.demo.regressor.perceptual_distance`);
 - edits: for each EDITS entry, the attribute change the regressor reads between the edited
-  image and the reconstruction (the change asked for is the edit's strength, in the same units),
+  image and the reconstruction, beside the change it reads between the ground truth and the
+  input (the strength, in the same units, less what the attribute's range clips),
   and the PSNR against the ground truth, the renderer's image of the same face with the attribute
   changed, over the whole image and over the identity details (face skin with its freckles and
   moles, earrings: the pixels a geometric edit must carry along);
@@ -49,6 +50,7 @@ class Scores:
     ssim: float = 0.0
     perceptual: float = 0.0
     achieved: dict[str, float] = field(default_factory=dict)
+    wanted: dict[str, float] = field(default_factory=dict)
     truth_psnr: dict[str, float] = field(default_factory=dict)
     detail_psnr: dict[str, float] = field(default_factory=dict)
     cycle_psnr: float = 0.0
@@ -113,16 +115,22 @@ def _evaluate_model(family: str, session: Session, faces: list[FaceParams], regr
         for (name, strength), images in zip(EDITS, edited, strict=True):
             base = attribute_reading(regressor, reconstruction, name)
             values[f"achieved/{name}"].extend((attribute_reading(regressor, images, name) - base).tolist())
+            truths = []
             for face, image in zip(chunk, images, strict=True):
                 truth, masks = render_with_masks(edited_truth(face, name, strength), out_size)
                 detail = np.logical_or.reduce([masks[region] for region in DETAIL_REGIONS])
                 values[f"truth/{name}"].append(psnr(image, truth))
                 values[f"detail/{name}"].append(masked_psnr(image, truth, detail))
+                truths.append(truth)
+            wanted = attribute_reading(regressor, np.stack(truths), name) - attribute_reading(regressor, references,
+                                                                                              name)
+            values[f"wanted/{name}"].extend(wanted.tolist())
             if name == CYCLE_EDIT:
                 undone = session.edit(session.invert(images), f"{name}={-strength}")
                 values["cycle"].extend(psnr(back, real) for back, real in zip(undone, references, strict=True))
     return Scores(family, _mean(values["psnr"]), _mean(values["ssim"]), _mean(values["perceptual"]),
                   {n: _mean(values[f"achieved/{n}"]) for n, _ in EDITS},
+                  {n: _mean(values[f"wanted/{n}"]) for n, _ in EDITS},
                   {n: _mean(values[f"truth/{n}"]) for n, _ in EDITS},
                   {n: _mean(values[f"detail/{n}"]) for n, _ in EDITS},
                   _mean(values["cycle"]), elapsed / len(faces))
@@ -131,12 +139,13 @@ def _evaluate_model(family: str, session: Session, faces: list[FaceParams], regr
 def markdown_table(scores: list[Scores]) -> str:
     """One row per model, the columns of the module docstring."""
     header = ["model", "PSNR ↑", "SSIM ↑", "perceptual ↓"]
-    header += [f"{name} {strength:+g}: read / truth PSNR / detail PSNR" for name, strength in EDITS]
+    header += [f"{name} {strength:+g}: read / truth read / truth PSNR / detail PSNR" for name, strength in EDITS]
     header += [f"{CYCLE_EDIT} cycle PSNR ↑", "s / image"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in scores:
         cells = [FAMILY_TITLES[row.family], f"{row.psnr:.2f}", f"{row.ssim:.4f}", f"{row.perceptual:.4f}"]
-        cells += [f"{row.achieved[n]:+.2f} / {row.truth_psnr[n]:.2f} / {row.detail_psnr[n]:.2f}" for n, _ in EDITS]
+        cells += [f"{row.achieved[n]:+.2f} / {row.wanted[n]:+.2f} / {row.truth_psnr[n]:.2f} / {row.detail_psnr[n]:.2f}"
+                  for n, _ in EDITS]
         cells += [f"{row.cycle_psnr:.2f}", f"{row.seconds:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -43,11 +43,13 @@ class FitConfig:
     lr: float = 2e-3
     betas: tuple[float, float] = (0.9, 0.99)
     final_fraction: float = 0.2
-    seed: int = 0
     amp: bool = True
     workers: int = 1
     log_every: int = 50
     checkpoint_every: int = 500
+
+
+_PLAN_FIELDS = ("steps", "batch_size", "lr", "betas", "final_fraction")  # what defines the run's trajectory
 
 
 def _learning_rate(config: FitConfig, step: int) -> float:
@@ -119,9 +121,12 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
     saved = json.loads(metadata["config"])
-    if saved["batch_size"] != config.batch_size or saved["seed"] != config.seed:
-        raise TrainingError(f"{path}: fitted with batch {saved['batch_size']} / seed {saved['seed']}; "
-                            "resuming with other values would not continue the same run")
+    plan = {key: value for key, value in json.loads(json.dumps(asdict(config))).items() if key in _PLAN_FIELDS}
+    changed = sorted(key for key, value in plan.items() if saved.get(key) != value)
+    if changed:
+        raise TrainingError(f"{path}: fitted with other {', '.join(changed)} "
+                            f"({', '.join(f'{k}={saved.get(k)}' for k in changed)}); resuming would not continue "
+                            "the same run: keep the plan, or start in another folder")
     tensors = load_file(str(path))
     module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
     optimizer.load_state_dict(optimizer_state(tensors, json.loads(metadata["optimizer"]), "optimizer"))

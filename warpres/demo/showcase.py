@@ -20,6 +20,7 @@ import numpy as np
 
 from warpres.demo.bundle import ASSETS, BUNDLE, materialize
 from warpres.demo.renderer import FaceParams, render
+from warpres.errors import EditError
 from warpres.runtime.imageio import read_image, write_image
 from warpres.runtime.session import Session
 
@@ -40,10 +41,12 @@ class DemoResult:
 
 def edited_truth(params: FaceParams, edit: str, strength: float) -> FaceParams:
     """The face the edit asks for, in the units `warpres.demo.directions` fits its directions in."""
-    if edit == "smile":
-        return dataclasses.replace(params, smile=float(np.clip(params.smile + strength, -1, 1)))
-    if edit == "pose":
-        return dataclasses.replace(params, yaw=float(np.clip(params.yaw + strength, -1, 1)))
+    clipped = {"smile": "smile", "pose": "yaw", "pitch": "pitch", "glasses": "glasses", "age": "age"}
+    if edit in clipped:
+        field, low = clipped[edit], -1.0 if edit in ("smile", "pose", "pitch") else 0.0
+        return dataclasses.replace(params, **{field: float(np.clip(getattr(params, field) + strength, low, 1.0))})
+    if edit not in ("hair_red", "hair_blue"):
+        raise EditError(f"no ground truth for the edit {edit!r}")
     angle = 2 * math.pi * params.hair_hue
     red, blue = math.cos(angle), -math.sin(angle)
     red, blue = (red + strength, blue) if edit == "hair_red" else (red, blue + strength)

@@ -130,6 +130,9 @@ def _attach_timing_cache(config: Any, path: Path) -> Any:
     return it: TensorRT needs the object alive until the build ends."""
     data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
+    if cache is None:  # unreadable bytes (an interrupted write by another tool): start over
+        logger.warning("%s: timing cache unreadable; starting a new one", path)
+        cache = config.create_timing_cache(b"")
     if not config.set_timing_cache(cache, False):  # False: the file came from another device or version
         logger.warning("%s: timing cache does not fit this GPU / TensorRT; starting a new one", path)
         cache = config.create_timing_cache(b"")

@@ -72,7 +72,10 @@ class EngineTarget:
 
     @classmethod
     def current(cls, info: TensorRTInfo) -> EngineTarget:
-        return cls(info.flavour, info.version, current_compute_capability())
+        """What the installed TensorRT builds for here. TensorRT-RTX engines are compiled for the
+        GPU at run time, so they are recorded as portable (None) even when built on a GPU."""
+        portable = info.flavour == "tensorrt-rtx"
+        return cls(info.flavour, info.version, None if portable else current_compute_capability())
 
 
 @dataclass(frozen=True)
