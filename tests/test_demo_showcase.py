@@ -7,15 +7,38 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import tiny_editing_model
+from warpres.benchmark import psnr
 from warpres.demo.bundle import materialize, read_regressor, write_bundle
-from warpres.demo.evaluation import evaluate, markdown_table, masked_psnr
-from warpres.demo.regressor import AttributeRegressor
+from warpres.demo.directions import ATTRIBUTES
+from warpres.demo.evaluation import evaluate, held_out_faces, markdown_table, masked_psnr
+from warpres.demo.regressor import AttributeRegressor, hue_from_targets, regression_targets
 from warpres.demo.renderer import FaceParams, render
 from warpres.demo.showcase import COLUMNS, EDITS, edited_truth, run_demo
 from warpres.edits import DirectionLibrary, LinearDirection
+from warpres.errors import EditError
 from warpres.runtime.imageio import read_image, write_image
+from warpres.runtime.session import Session
+
+
+def test_the_ground_truth_moves_the_hue_readings_the_directions_are_fitted_on():
+    """hair_red / hair_blue are cos / -sin of the hue angle in `directions.ATTRIBUTES`, in the ground
+    truth and in the evaluation's reading: one unit system."""
+    face = FaceParams(hair_hue=0.07)
+    for edit in ("hair_red", "hair_blue"):
+        before = ATTRIBUTES[edit](face)
+        after = ATTRIBUTES[edit](edited_truth(face, edit, 0.5))
+        assert after > before
+        targets = torch.from_numpy(regression_targets(edited_truth(face, edit, 0.5)))[None]
+        angle = 2 * math.pi * hue_from_targets(targets, "hair_hue").item()
+        assert (math.cos(angle) if edit == "hair_red" else -math.sin(angle)) == pytest.approx(after, abs=1e-6)
+
+
+def test_an_edit_without_a_ground_truth_is_refused():
+    with pytest.raises(EditError, match="no ground truth"):
+        edited_truth(FaceParams(), "eyebrows", 1.0)
 
 
 def test_ground_truth_changes_the_named_attribute_in_direction_units():
@@ -43,6 +66,11 @@ def test_the_demo_grid_has_a_row_per_sample_and_edit_and_a_column_per_model(tmp_
     grid = read_image(result.path)
     assert grid.shape == (2 * len(EDITS) * (64 + 18), len(COLUMNS) * 64, 3)
     assert set(result.backends) == {"inversion", "styleres", "warpres"}
+    row_height = 64 + 18
+    for row, (face, (edit, strength)) in enumerate((f, e) for f in faces.values() for e in EDITS):
+        tiles = grid[row * row_height + 18:(row + 1) * row_height].reshape(64, len(COLUMNS), 64, 3).swapaxes(0, 1)
+        np.testing.assert_array_equal(tiles[0], render(face, 64))  # the input, under its edit's label
+        np.testing.assert_array_equal(tiles[1], render(edited_truth(face, edit, strength), 64))
 
 
 def test_evaluation_scores_every_model_on_every_column(tmp_path):
@@ -70,3 +98,27 @@ def test_masked_psnr_counts_only_the_masked_pixels():
     assert masked_psnr(image, reference, mask) == float("inf")
     mask[0, 0] = True
     assert masked_psnr(image, reference, mask) == pytest.approx(10 * math.log10(10))
+
+
+def test_evaluation_scores_are_the_metrics_of_the_images_the_session_makes(tmp_path):
+    """One face, scored by hand through the same Session: reconstruction PSNR, truth PSNR of the pose
+    edit and the pose cycle must equal the evaluation's."""
+    styleres, warpres = tiny_editing_model("styleres"), tiny_editing_model("warpres")
+    write_bundle(tmp_path / "models.safetensors", warpres.generator, warpres.encoder,
+                 {"styleres": styleres.branch, "warpres": warpres.branch}, AttributeRegressor())
+    rng = np.random.default_rng(1)
+    DirectionLibrary(LinearDirection(name, rng.standard_normal(32)) for name, _ in EDITS).save(tmp_path / "dirs")
+    checkpoint = materialize(tmp_path / "models.safetensors", cache=tmp_path / "cache")["warpres"]
+    (scores,) = evaluate({"warpres": checkpoint}, read_regressor(tmp_path / "models.safetensors"), tmp_path / "dirs",
+                         count=1, seed=7, backend="torch", progress=False)
+    (face,) = held_out_faces(1, seed=7)
+    session = Session(checkpoint, "torch", directions=tmp_path / "dirs")
+    image = render(face, 64)
+    inversion = session.invert(image[None])
+    pose = dict(EDITS)["pose"]
+    edited = session.edit(inversion, f"pose={pose}")
+    undone = session.edit(session.invert(edited), f"pose={-pose}")
+    assert scores.psnr == pytest.approx(psnr(session.edit(inversion)[0], image), rel=1e-6)
+    assert scores.truth_psnr["pose"] == pytest.approx(psnr(edited[0], render(edited_truth(face, "pose", pose), 64)),
+                                                      rel=1e-6)
+    assert scores.cycle_psnr == pytest.approx(psnr(undone[0], image), rel=1e-6)
