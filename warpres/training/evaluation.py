@@ -1,8 +1,8 @@
 """What a run reports while it trains: reconstruction quality on held-out images and sample grids.
 
-Both go through the inference pipeline (`Editor`), so they score what users will get. PSNR and
-SSIM compare 8-bit images at the encoder input size (scikit-image's implementations, data
-range 255, SSIM over the RGB channels).
+Both go through the inference pipeline (`Editor`), so they score what users will get. PSNR
+(`warpres.benchmark.psnr`, as `warpres bench` and `warpres evaluate`) and SSIM (scikit-image,
+data range 255, over the RGB channels) compare 8-bit images at the encoder input size.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import structural_similarity
 
+from warpres.benchmark import psnr
 from warpres.images import to_uint8
 from warpres.models.editor import EditingModel, Editor
 from warpres.training.paths import resize_images
@@ -44,7 +45,7 @@ def evaluate_reconstruction(model: EditingModel, batches: Iterable[torch.Tensor]
         for real, fake in zip(_pixels(batch, size), _pixels(output, size), strict=True):
             if limit and len(psnrs) >= limit:
                 break
-            psnrs.append(peak_signal_noise_ratio(real, fake, data_range=255))
+            psnrs.append(psnr(fake, real))
             ssims.append(structural_similarity(real, fake, data_range=255, channel_axis=2))
     return Reconstruction(float(np.mean(psnrs)), float(np.mean(ssims)), len(psnrs))
 
