@@ -133,27 +133,20 @@ def test_vgg_loads_without_classifier_keys(tmp_path, vgg_file):
     assert torch.equal(model.features[28].bias, state["features.28.bias"])
 
 
-def test_vgg_refuses_missing_and_misshaped_keys(tmp_path, vgg_file):
+@pytest.mark.parametrize(("name", "alter", "expected"), [
+    ("missing", lambda state: state.pop("features.14.weight"), r"missing\.pth.*features\.14\.weight"),
+    ("misshaped", lambda state: state.__setitem__("features.7.bias", torch.zeros(64)),
+     r"misshaped\.pth.*features\.7\.bias.*\(64,\)"),
+    ("extra", lambda state: state.__setitem__("features.29.weight", torch.zeros(1)),
+     r"extra\.pth.*features\.29\.weight"),
+])
+def test_vgg_refuses_missing_misshaped_and_extra_keys(tmp_path, vgg_file, name, alter, expected):
     _, state = vgg_file
-    missing = dict(state)
-    del missing["features.14.weight"]
-    path = tmp_path / "missing.pth"
-    torch.save(missing, path)
-    with pytest.raises(CheckpointError, match=r"missing\.pth.*features\.14\.weight"):
-        VGG16Features.from_file(path)
-
-    misshaped = dict(state)
-    misshaped["features.7.bias"] = torch.zeros(64)
-    path = tmp_path / "misshaped.pth"
-    torch.save(misshaped, path)
-    with pytest.raises(CheckpointError, match=r"misshaped\.pth.*features\.7\.bias.*\(64,\)"):
-        VGG16Features.from_file(path)
-
-    extra = dict(state)
-    extra["features.29.weight"] = torch.zeros(1)
-    path = tmp_path / "extra.pth"
-    torch.save(extra, path)
-    with pytest.raises(CheckpointError, match=r"extra\.pth.*features\.29\.weight"):
+    changed = dict(state)
+    alter(changed)
+    path = tmp_path / f"{name}.pth"
+    torch.save(changed, path)
+    with pytest.raises(CheckpointError, match=expected):
         VGG16Features.from_file(path)
 
 

@@ -24,12 +24,10 @@ from warpres.demo.renderer import FaceParams
 from warpres.edits import DirectionLibrary, LinearDirection
 from warpres.models.stylegan2 import Generator
 
+# edit name -> the FaceParams field it moves, for the edits that move one field linearly
+FIELD_EDITS = {"smile": "smile", "pose": "yaw", "pitch": "pitch", "glasses": "glasses", "age": "age"}
 ATTRIBUTES: dict[str, Callable[[FaceParams], float]] = {
-    "smile": lambda p: p.smile,
-    "pose": lambda p: p.yaw,
-    "pitch": lambda p: p.pitch,
-    "glasses": lambda p: p.glasses,
-    "age": lambda p: p.age,
+    **{edit: (lambda p, field=field: getattr(p, field)) for edit, field in FIELD_EDITS.items()},
     "hair_red": lambda p: math.cos(2 * math.pi * p.hair_hue),
     "hair_blue": lambda p: -math.sin(2 * math.pi * p.hair_hue),
 }

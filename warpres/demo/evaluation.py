@@ -29,6 +29,7 @@ from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
 from warpres.benchmark import psnr
+from warpres.demo.directions import FIELD_EDITS
 from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, hue_from_targets, perceptual_distance
 from warpres.demo.renderer import FaceParams, render, render_with_masks
@@ -68,7 +69,7 @@ def attribute_reading(regressor: AttributeRegressor, images: np.ndarray, edit: s
     if edit in ("hair_red", "hair_blue"):
         angle = 2 * math.pi * hue_from_targets(targets, "hair_hue").numpy()
         return np.cos(angle) if edit == "hair_red" else -np.sin(angle)
-    return targets[:, TARGET_NAMES.index("yaw" if edit == "pose" else edit)].numpy()
+    return targets[:, TARGET_NAMES.index(FIELD_EDITS[edit])].numpy()
 
 
 def masked_psnr(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from warpres.checkpoints.safe_load import strip_prefix
 from warpres.errors import TrainingError
 from warpres.files import atomic_path
 from warpres.training.checkpoint import optimizer_state, optimizer_tensors
@@ -128,7 +129,7 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
                             f"({', '.join(f'{k}={saved.get(k)}' for k in changed)}); resuming would not continue "
                             "the same run: keep the plan, or start in another folder")
     tensors = load_file(str(path))
-    module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
+    module.load_state_dict(strip_prefix(tensors, "module."))
     optimizer.load_state_dict(optimizer_state(tensors, json.loads(metadata["optimizer"]), "optimizer"))
     return int(metadata["step"])
 
@@ -136,5 +137,5 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
 def load_fitted(path: Path, module: nn.Module) -> nn.Module:
     """The module state of a fitting checkpoint (its final or latest step), in eval mode."""
     tensors = load_file(str(path))
-    module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
+    module.load_state_dict(strip_prefix(tensors, "module."))
     return module.eval()

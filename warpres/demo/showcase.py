@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from warpres.demo.bundle import ASSETS, BUNDLE, materialize
+from warpres.demo.directions import FIELD_EDITS
 from warpres.demo.renderer import FaceParams, render
 from warpres.errors import EditError
 from warpres.runtime.imageio import read_image, write_image
@@ -41,9 +42,9 @@ class DemoResult:
 
 def edited_truth(params: FaceParams, edit: str, strength: float) -> FaceParams:
     """The face the edit asks for, in the units `warpres.demo.directions` fits its directions in."""
-    clipped = {"smile": "smile", "pose": "yaw", "pitch": "pitch", "glasses": "glasses", "age": "age"}
-    if edit in clipped:
-        field, low = clipped[edit], -1.0 if edit in ("smile", "pose", "pitch") else 0.0
+    if edit in FIELD_EDITS:
+        field = FIELD_EDITS[edit]
+        low = -1.0 if field in ("smile", "yaw", "pitch") else 0.0
         return dataclasses.replace(params, **{field: float(np.clip(getattr(params, field) + strength, low, 1.0))})
     if edit not in ("hair_red", "hair_blue"):
         raise EditError(f"no ground truth for the edit {edit!r}")
@@ -77,7 +78,7 @@ def run_demo(output: Path, backend: str = "auto", bundle: Path = BUNDLE, samples
     edited = {family: session.edit_many(session.invert(images), specs) for family, session in sessions.items()}
     size = images[0].shape[0]
     rows = []
-    for (image, params), sample in zip(faces, range(len(faces)), strict=True):
+    for sample, (image, params) in enumerate(faces):
         for index, (edit, strength) in enumerate(EDITS):
             truth = render(edited_truth(params, edit, strength), size)
             outputs = [edited[family][index][sample] for _, family in COLUMNS[2:]]

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from warpres.checkpoints.native import TRAINING_PREFIX, load_model, read_metadata, save_model
-from warpres.checkpoints.safe_load import load_torch_checkpoint
+from warpres.checkpoints.safe_load import load_torch_checkpoint, strip_prefix
 from warpres.errors import CheckpointError
 from warpres.models.discriminator import Discriminator, DiscriminatorConfig
 from warpres.models.editor import EditingModel
@@ -93,10 +93,9 @@ def load_training_checkpoint(path: str | Path) -> tuple[EditingModel, TrainingSt
             raise CheckpointError(f"{source}: training state version {header.get('version')!r}; "
                                   f"this version reads {STATE_VERSION}")
         model = load_model(path)
-        tensors = {k[len(TRAINING_PREFIX):]: v for k, v in load_file(source).items() if k.startswith(TRAINING_PREFIX)}
+        tensors = strip_prefix(load_file(source), TRAINING_PREFIX)
         discriminator = Discriminator(DiscriminatorConfig.from_dict(header["discriminator_config"]))
-        d_state = {k[len("discriminator."):]: v for k, v in tensors.items() if k.startswith("discriminator.")}
-        discriminator.load_state_dict(d_state, strict=True)
+        discriminator.load_state_dict(strip_prefix(tensors, "discriminator."), strict=True)
         state = TrainingState(
             step=int(header["step"]), config_json=json.dumps(header["config"], sort_keys=True),
             branch_optimizer=optimizer_state(tensors, header["optimizer"], "optimizer"),
