@@ -1,12 +1,15 @@
-"""Demo edit directions: least-squares InterfaceGAN normals in W, in attribute units."""
+"""Demo edit directions: least-squares InterfaceGAN normals, in attribute units, in the W of
+E0's codes of labelled renders."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.directions import ATTRIBUTES, fit_direction, fit_directions
-from warpres.demo.generator import new_generator
+from warpres.demo.encoder import new_encoder
+from warpres.demo.prior import params_from_latent, sample_latent, sample_params
 
 
 def test_a_known_linear_attribute_is_recovered_in_its_own_units():
@@ -21,8 +24,30 @@ def test_a_known_linear_attribute_is_recovered_in_its_own_units():
     assert float(vector @ truth) == pytest.approx(1.0, rel=1e-2)  # strength 1 = +1 label unit
 
 
+def test_codes_of_renders_keep_their_labels():
+    codes = encode_renders(new_encoder(), seed=7, count=6, batch_size=4, workers=0, progress=False)
+    assert codes.z.shape == (6, 24) and codes.w.shape == (6, 64) and np.all(np.isfinite(codes.w))
+    first, _ = sample_latent(np.random.default_rng([7, 0]))
+    np.testing.assert_array_equal(codes.z[0], first)
+    assert codes.faces()[3] == params_from_latent(*sample_latent(np.random.default_rng([7, 3])))
+
+
+def test_codes_survive_a_round_trip_through_their_file(tmp_path):
+    rng = np.random.default_rng(0)
+    codes = Codes(rng.standard_normal((5, 24)).astype(np.float32), rng.standard_normal((5, 64)).astype(np.float32),
+                  np.stack([sample_params(rng).to_vector() for _ in range(5)]))
+    codes.save(tmp_path / "codes.safetensors")
+    again = Codes.load(tmp_path / "codes.safetensors")
+    assert again.faces() == codes.faces()
+    np.testing.assert_array_equal(again.w, codes.w)
+
+
 def test_every_semantic_edit_gets_a_direction_in_w():
-    library = fit_directions(new_generator(), samples=500)
+    rng = np.random.default_rng(1)
+    faces = [sample_params(rng) for _ in range(300)]
+    codes = Codes(np.zeros((300, 24), np.float32), rng.standard_normal((300, 64)).astype(np.float32),
+                  np.stack([face.to_vector() for face in faces]))
+    library = fit_directions(codes)
     assert set(library.names) == set(ATTRIBUTES)
     wplus = np.zeros((1, 12, 64), dtype=np.float32)
     moved = library.resolve("pose").apply(wplus, 1.0)

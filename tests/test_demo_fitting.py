@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from warpres.demo.data import RenderedFaces
-from warpres.demo.encoder import EncoderObjective, new_encoder
+from warpres.demo.encoder import DELTA_WEIGHT, AutoencoderObjective, AutoencoderPair, new_encoder
 from warpres.demo.fitting import FitConfig, fit
-from warpres.demo.generator import GeneratorObjective, new_generator
+from warpres.demo.generator import fit_mapping, new_generator
 from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, hue_from_targets, regression_targets
 from warpres.demo.renderer import FaceParams
 from warpres.errors import TrainingError
@@ -51,25 +51,36 @@ def test_hues_are_recovered_from_their_circular_targets():
     assert hue_from_targets(targets, "clothing_hue").item() == pytest.approx(0.02, abs=1e-6)
 
 
-def test_the_encoder_objective_trains_e0_through_the_frozen_generator():
-    generator = new_generator()
-    encoder = new_encoder(generator)
-    images, z, targets = (torch.stack(t) for t in zip(*(RenderedFaces(seed=4)[k] for k in range(2)), strict=True))
-    terms = EncoderObjective(encoder, generator, None)((images, z, targets))
+def _renders(count):
+    return tuple(torch.stack(t) for t in zip(*(RenderedFaces(seed=4)[k] for k in range(count)), strict=True))
+
+
+def test_the_autoencoder_objective_trains_e0_and_the_synthesis_together():
+    pair = AutoencoderPair(new_encoder(), new_generator())
+    images, z, targets = _renders(2)
+    terms = AutoencoderObjective(pair, None)((images, z, targets))
     terms["loss"].backward()
-    assert set(terms) == {"loss", "l1", "latent"} and all(torch.isfinite(v) for v in terms.values())
-    assert all(p.grad is None for p in generator.parameters())
-    assert all(p.grad is not None for p in encoder.parameters())
-
-
-def test_the_generator_objective_compares_g_of_z_with_the_render():
-    generator = new_generator()
-    images, z, targets = (torch.stack(t) for t in zip(*(RenderedFaces(seed=4)[k] for k in range(2)), strict=True))
-    terms = GeneratorObjective(generator, None)((images, z, targets))
     with torch.no_grad():
-        expected = (generator(z) - images).abs().mean()
-    torch.testing.assert_close(terms["l1"], expected)
-    assert torch.equal(terms["loss"], terms["l1"])  # no perceptual network given
+        wplus, _ = pair.encoder(images)
+        expected_l1 = (pair.generator.synthesis(wplus) - images).abs().mean()
+    torch.testing.assert_close(terms["l1"], expected_l1)
+    torch.testing.assert_close(terms["delta"], (wplus[:, 1:] - wplus[:, :1]).square().mean())
+    torch.testing.assert_close(terms["loss"], terms["l1"] + DELTA_WEIGHT * terms["delta"])
+    trained = [*pair.encoder.parameters(), *pair.generator.synthesis.parameters()]
+    assert all(p.grad is not None for p in trained)
+    assert all(p.grad is None for p in pair.generator.mapping.parameters())  # fitted afterwards
+
+
+def test_the_mapping_is_fitted_onto_the_codes_and_tracks_their_mean():
+    generator = new_generator()
+    rng = torch.Generator().manual_seed(0)
+    z = torch.randn(2000, generator.config.z_dim, generator=rng)
+    direction = z / z.norm(dim=1, keepdim=True)  # all the mapping sees of z: it normalises z first
+    w = torch.tanh(direction[:, :8] @ torch.randn(8, generator.config.w_dim, generator=rng)) + 0.5
+    spread = float(w.var(dim=0).mean())
+    error = fit_mapping(generator, z, w, steps=600, progress=False)
+    assert error < 0.2 * spread
+    torch.testing.assert_close(generator.mapping.w_avg, generator.mapping(z)[:, 0].mean(dim=0))
 
 
 def test_resuming_with_another_plan_is_refused(tmp_path):

@@ -1,15 +1,16 @@
 """Building the shipped demo models, stage by stage, each resumable:
 
     python -m warpres.demo.build regressor --work WORK    # domain attribute regressor (perceptual features)
-    python -m warpres.demo.build generator --work WORK    # parametric StyleGAN2 (needs the regressor)
-    python -m warpres.demo.build encoder --work WORK      # e4e E0 for it -> inversion.safetensors
+    python -m warpres.demo.build autoencoder --work WORK  # e4e E0 + StyleGAN2 synthesis, fitted jointly
+    python -m warpres.demo.build mapping --work WORK      # E0's codes of renders, M(z) fitted onto them
+                                                          #   -> generator.safetensors, inversion.safetensors
     python -m warpres.demo.build directions --work WORK   # InterfaceGAN-style edits -> directions/
     python -m warpres.demo.build renders --work WORK      # PNG folders for the branch trainer
     python -m warpres.demo.build styleres --work WORK     # `warpres train` of each family on them
     python -m warpres.demo.build warpres --work WORK
 
 Every stage writes its fitting checkpoint and log into WORK and, when complete, its result
-(`regressor.safetensors`, `generator.safetensors`). Rerunning a stage continues where it stopped.
+(`regressor.safetensors`, `inversion.safetensors`, ...). Rerunning a stage continues where it stopped.
 """
 
 from __future__ import annotations
@@ -21,22 +22,22 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from warpres.checkpoints import save_model
+from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.data import RenderedFaces
 from warpres.demo.directions import fit_directions
-from warpres.demo.encoder import EncoderObjective, new_encoder
+from warpres.demo.encoder import AutoencoderObjective, AutoencoderPair, new_encoder
 from warpres.demo.fitting import FitConfig, fit, load_fitted
-from warpres.demo.generator import RESOLUTION, GeneratorObjective, new_generator, set_w_avg
+from warpres.demo.generator import RESOLUTION, fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import AttributeRegressor, load_domain_features
 from warpres.demo.renderer import render
 from warpres.errors import TrainingError
 from warpres.files import atomic_path
 from warpres.models.editor import EditingModel
-from warpres.models.stylegan2 import Generator
 from warpres.runtime.imageio import write_image
 from warpres.training.config import TrainConfig, config_from_mapping
 from warpres.training.losses import PerceptualLoss
@@ -44,14 +45,13 @@ from warpres.training.trainer import CHECKPOINT_NAME, Trainer
 
 # data streams: disjoint seeds per stage, and a held-out stream for evaluation
 # (warpres evaluate scores the first images of the HELD_OUT_SEED stream; the trainer monitors others)
-REGRESSOR_SEED, GENERATOR_SEED, ENCODER_SEED, BRANCH_SEED, MONITOR_SEED, HELD_OUT_SEED = 1, 2, 3, 4, 5, 1000
+REGRESSOR_SEED, AUTOENCODER_SEED, CODES_SEED, BRANCH_SEED, MONITOR_SEED, HELD_OUT_SEED = 1, 2, 3, 4, 5, 1000
 
 
 @dataclass(frozen=True)
 class Plan:
     regressor: FitConfig = FitConfig(steps=2000, batch_size=16, lr=1e-3)
-    generator: FitConfig = FitConfig(steps=8000, batch_size=16, lr=2e-3)
-    encoder: FitConfig = FitConfig(steps=6000, batch_size=8, lr=1e-3)
+    autoencoder: FitConfig = FitConfig(steps=3000, batch_size=16, lr=1e-3)
 
 
 def _result(work: Path, name: str) -> Path:
@@ -85,37 +85,42 @@ def build_regressor(work: Path, config: FitConfig, progress: bool = True) -> Pat
     return _save_result(work, "regressor", load_fitted(work / "regressor.fit.safetensors", AttributeRegressor()))
 
 
-def build_generator(work: Path, config: FitConfig, progress: bool = True) -> Path:
-    generator = new_generator()
+def build_autoencoder(work: Path, config: FitConfig, progress: bool = True) -> Path:
+    """E0 and the generator's synthesis, fitted jointly (WORK/autoencoder.fit.safetensors)."""
+    pair = AutoencoderPair(new_encoder(), new_generator())
     perceptual = PerceptualLoss(load_domain_features(_require(work, "regressor")))
-    fit("generator", generator, GeneratorObjective(generator, perceptual), RenderedFaces(GENERATOR_SEED), work,
-        config, progress=progress, helpers=[perceptual])
-    fitted: Generator = load_fitted(work / "generator.fit.safetensors", new_generator())
-    set_w_avg(fitted)
-    return _save_result(work, "generator", fitted)
+    fit("autoencoder", pair, AutoencoderObjective(pair, perceptual), RenderedFaces(AUTOENCODER_SEED), work, config,
+        progress=progress, helpers=[perceptual])
+    return work / "autoencoder.fit.safetensors"
 
 
-def load_generator(work: Path) -> Generator:
-    generator = new_generator()
-    generator.load_state_dict(load_file(str(_require(work, "generator"))))
-    return generator.eval()
+CODES = 20000
 
 
-def build_encoder(work: Path, config: FitConfig, progress: bool = True) -> Path:
-    generator = load_generator(work)
-    encoder = new_encoder(generator)
-    perceptual = PerceptualLoss(load_domain_features(_require(work, "regressor")))
-    fit("encoder", encoder, EncoderObjective(encoder, generator, perceptual), RenderedFaces(ENCODER_SEED), work,
-        config, progress=progress, helpers=[generator, perceptual])
-    fitted = load_fitted(work / "encoder.fit.safetensors", new_encoder(generator))
+def build_mapping(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
+    """E0's codes of CODES labelled renders (WORK/codes.safetensors), the mapping network fitted
+    onto them, and the result: WORK/generator.safetensors and WORK/inversion.safetensors (E0 + G)."""
+    fitted = work / "autoencoder.fit.safetensors"
+    if not fitted.exists():
+        raise TrainingError(f"{fitted} is missing: build the autoencoder stage first")
+    pair: AutoencoderPair = load_fitted(fitted, AutoencoderPair(new_encoder(), new_generator()))
+    codes_path = work / "codes.safetensors"
+    if not codes_path.exists():
+        encode_renders(pair.encoder, CODES_SEED, CODES, progress=progress).save(codes_path)
+    codes = Codes.load(codes_path)
+    error = fit_mapping(pair.generator, torch.from_numpy(codes.z), torch.from_numpy(codes.w), progress=progress)
+    spread = float(codes.w.var(axis=0).mean())
+    click.echo(f"mapping: mean squared error {error:.4f} (variance of the codes {spread:.4f})")
+    _save_result(work, "generator", pair.generator)
     path = _result(work, "inversion")
-    save_model(EditingModel(generator, fitted), path)
+    save_model(EditingModel(pair.generator.eval(), pair.encoder.eval()), path)
     return path
 
 
 def build_directions(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
+    _require(work, "generator")
     folder = work / "directions"
-    fit_directions(load_generator(work)).save(folder)
+    fit_directions(Codes.load(work / "codes.safetensors")).save(folder)
     return folder
 
 
@@ -169,7 +174,7 @@ def build_branch(family: str, work: Path, steps: int, progress: bool = True) -> 
     return config.output / CHECKPOINT_NAME
 
 
-STAGES = {"regressor": build_regressor, "generator": build_generator, "encoder": build_encoder,
+STAGES = {"regressor": build_regressor, "autoencoder": build_autoencoder, "mapping": build_mapping,
           "directions": build_directions, "renders": build_renders}
 BRANCH_STEPS = 6000
 

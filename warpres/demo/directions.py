@@ -1,11 +1,12 @@
 """Edit directions of the demo domain, fitted InterfaceGAN-style in W on labelled samples.
 
 InterfaceGAN separates samples labelled by an attribute with a linear boundary in W and edits
-along its normal. The demo prior labels every sample exactly (the attribute values behind
-M(z)), so instead of a linear SVM between the two extremes we fit the least-squares linear
-model attribute ~ b + <n, W> on all samples, the same boundary family without thresholding.
-The edit vector is n / |n|^2: strength t moves the model's reading of the attribute by t, in
-the attribute's own units (smile and pose in [-1, 1], so pose=1 turns the head by ~35 degrees).
+along its normal. Here the samples are E0's codes of renders (`warpres.demo.codes`), each
+labelled exactly by the renderer parameters behind it, so instead of a linear SVM between the
+two extremes we fit the least-squares linear model attribute ~ b + <n, W> on all samples, the
+same boundary family without thresholding. The edit vector is n / |n|^2: strength t moves the
+model's reading of the attribute by t, in the attribute's own units (smile and pose in [-1, 1],
+so pose=1 turns the head by ~35 degrees).
 
 Hair colour is a hue (circular), so it is edited along two linear readings of it: `hair_red`
 (cos of the hue angle: red +, cyan -) and `hair_blue` (minus its sine: blue +, yellow -).
@@ -17,12 +18,10 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
-from warpres.demo.prior import params_from_latent
+from warpres.demo.codes import Codes
 from warpres.demo.renderer import FaceParams
 from warpres.edits import DirectionLibrary, LinearDirection
-from warpres.models.stylegan2 import Generator
 
 # edit name -> the FaceParams field it moves, for the edits that move one field linearly
 FIELD_EDITS = {"smile": "smile", "pose": "yaw", "pitch": "pitch", "glasses": "glasses", "age": "age"}
@@ -42,13 +41,9 @@ def fit_direction(w: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return normal / float(normal @ normal)
 
 
-@torch.no_grad()
-def fit_directions(generator: Generator, samples: int = 20000, seed: int = 0) -> DirectionLibrary:
-    """One LinearDirection per ATTRIBUTES entry, fitted on `samples` latents of the prior."""
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((samples, generator.config.z_dim)).astype(np.float32)
-    w = generator.mapping(torch.from_numpy(z))[:, 0].double().numpy()
-    faces = [params_from_latent(row) for row in z]
+def fit_directions(codes: Codes) -> DirectionLibrary:
+    """One LinearDirection per ATTRIBUTES entry, fitted on E0's codes of labelled renders."""
+    w, faces = codes.w.astype(np.float64), codes.faces()
     return DirectionLibrary(
         LinearDirection(name, fit_direction(w, np.array([read(face) for face in faces])), source="interfacegan")
         for name, read in ATTRIBUTES.items())

@@ -1,11 +1,11 @@
-"""The demo E0: a reduced e4e encoder fitted to invert the demo generator.
+"""The demo E0, a reduced e4e encoder, fitted jointly with the demo generator's synthesis.
 
-Each render comes with the latent z it was drawn from, so besides the image losses (L1 and
-the domain perceptual distance of G(E0(x)) to x) the encoder is told where the image lives:
-an L2 pull of its W+ towards M(z) on every layer. That keeps inversions inside the generator's
-domain, where edit directions mean what they were fitted for, as e4e's latent regularisers
-do for FFHQ. The seeded details the generator cannot draw stay out of reach: that gap is what
-the residual branches are trained to close.
+The pair is trained as an autoencoder on renders: x -> E0 -> W+ -> synthesis -> x, under L1
+and the domain perceptual distance (at half resolution: a quarter of the cost, while L1 keeps
+the full-resolution detail). e4e's delta regulariser keeps every layer's style near the base
+code (W+ = w + deltas, the deltas penalised), so that inversions stay close to a single w,
+where the mapping network (fitted afterwards onto these base codes) and the edit directions
+(fitted in the same space) mean what they should.
 """
 
 from __future__ import annotations
@@ -13,42 +13,51 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from warpres.demo.generator import DEMO_GENERATOR, PERCEPTUAL_SIZE, RESOLUTION
+from warpres.demo.generator import DEMO_GENERATOR, RESOLUTION
 from warpres.models.encoders import EncoderConfig, StyleEncoder
 from warpres.models.stylegan2 import Generator
 from warpres.training.losses import PerceptualLoss
 
 DEMO_ENCODER = EncoderConfig(kind="e4e", num_ws=DEMO_GENERATOR.num_ws, w_dim=DEMO_GENERATOR.w_dim,
                              input_size=RESOLUTION, stage_widths=(16, 32, 64, 128), se_reduction=8)
-LATENT_WEIGHT = 1.0
+PERCEPTUAL_SIZE = 64
 PERCEPTUAL_WEIGHT = 1.0
+DELTA_WEIGHT = 0.1
 
 
-def new_encoder(generator: Generator, seed: int = 0) -> StyleEncoder:
-    """A fresh demo encoder whose predictions start from the generator's mean W."""
+def new_encoder(seed: int = 0) -> StyleEncoder:
     torch.manual_seed(seed)
-    encoder = StyleEncoder(DEMO_ENCODER)
-    encoder.set_latent_avg(generator.mapping.w_avg)
-    return encoder
+    return StyleEncoder(DEMO_ENCODER)
 
 
-class EncoderObjective:
-    """batch (images, z, targets) -> {"loss", "l1", "perceptual", "latent"} for G(E0(x)) against x."""
+class AutoencoderPair(torch.nn.Module):
+    """E0 and the generator as one module, so the fitting loop trains and checkpoints both."""
 
-    def __init__(self, encoder: StyleEncoder, generator: Generator, perceptual: PerceptualLoss | None) -> None:
+    def __init__(self, encoder: StyleEncoder, generator: Generator) -> None:
+        super().__init__()
         self.encoder = encoder
-        self.generator = generator.requires_grad_(False).eval()
+        self.generator = generator
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images -> (reconstruction, W+)"""
+        wplus, _ = self.encoder(images)
+        return self.generator.synthesis(wplus), wplus
+
+
+class AutoencoderObjective:
+    """batch (images, z, targets) -> {"loss", "l1", "perceptual", "delta"} of G(E0(x)) against x."""
+
+    def __init__(self, pair: AutoencoderPair, perceptual: PerceptualLoss | None) -> None:
+        self.pair = pair
         self.perceptual = perceptual
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
-        images, z, _ = batch
-        wplus, _ = self.encoder(images)
-        output = self.generator.synthesis(wplus).float()
-        with torch.no_grad():
-            target_w = self.generator.mapping(z).float()
-        terms = {"l1": (output - images).abs().mean(), "latent": (wplus.float() - target_w).square().mean()}
+        images = batch[0]
+        output, wplus = self.pair(images)
+        output, wplus = output.float(), wplus.float()
+        terms = {"l1": (output - images).abs().mean(), "delta": (wplus[:, 1:] - wplus[:, :1]).square().mean()}
         if self.perceptual is not None:
             terms["perceptual"] = self.perceptual(F.adaptive_avg_pool2d(output, PERCEPTUAL_SIZE),
                                                   F.adaptive_avg_pool2d(images, PERCEPTUAL_SIZE))
-        terms["loss"] = terms["l1"] + LATENT_WEIGHT * terms["latent"] + PERCEPTUAL_WEIGHT * terms.get("perceptual", 0.0)
+        terms["loss"] = terms["l1"] + DELTA_WEIGHT * terms["delta"] + PERCEPTUAL_WEIGHT * terms.get("perceptual", 0.0)
         return terms
