@@ -25,7 +25,7 @@ def test_a_known_linear_attribute_is_recovered_in_its_own_units():
 
 
 def test_codes_of_renders_keep_their_labels():
-    codes = encode_renders(new_encoder(), seed=7, count=6, batch_size=4, workers=0, progress=False)
+    codes = encode_renders(new_encoder(), 0, seed=7, count=6, batch_size=4, workers=0, progress=False)
     assert codes.z.shape == (6, 24) and codes.w.shape == (6, 64) and np.all(np.isfinite(codes.w))
     first, _ = sample_latent(np.random.default_rng([7, 0]))
     np.testing.assert_array_equal(codes.z[0], first)
@@ -35,18 +35,19 @@ def test_codes_of_renders_keep_their_labels():
 def test_codes_survive_a_round_trip_through_their_file(tmp_path):
     rng = np.random.default_rng(0)
     codes = Codes(rng.standard_normal((5, 24)).astype(np.float32), rng.standard_normal((5, 64)).astype(np.float32),
-                  np.stack([sample_params(rng).to_vector() for _ in range(5)]))
+                  np.stack([sample_params(rng).to_vector() for _ in range(5)]), encoder_step=250)
     codes.save(tmp_path / "codes.safetensors")
     again = Codes.load(tmp_path / "codes.safetensors")
     assert again.faces() == codes.faces()
     np.testing.assert_array_equal(again.w, codes.w)
+    assert again.encoder_step == 250
 
 
 def test_every_semantic_edit_gets_a_direction_in_w():
     rng = np.random.default_rng(1)
     faces = [sample_params(rng) for _ in range(300)]
     codes = Codes(np.zeros((300, 24), np.float32), rng.standard_normal((300, 64)).astype(np.float32),
-                  np.stack([face.to_vector() for face in faces]))
+                  np.stack([face.to_vector() for face in faces]), encoder_step=0)
     library = fit_directions(codes)
     assert set(library.names) == set(ATTRIBUTES)
     wplus = np.zeros((1, 12, 64), dtype=np.float32)

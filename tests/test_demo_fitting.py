@@ -86,6 +86,18 @@ def test_the_mapping_is_fitted_onto_the_codes_and_tracks_their_mean():
 def test_resuming_with_another_plan_is_refused(tmp_path):
     _fit(tmp_path, until=2)
     regressor = AttributeRegressor()
-    other = FitConfig(steps=6, batch_size=2, workers=0)
-    with pytest.raises(TrainingError, match="fitted with other steps"):
+    other = FitConfig(steps=4, batch_size=2, lr=1e-3, workers=0)
+    with pytest.raises(TrainingError, match="fitted with other lr"):
         fit("regressor", regressor, lambda batch: {}, RenderedFaces(seed=3, size=32), tmp_path, other, progress=False)
+
+
+def test_a_run_is_lengthened_before_its_learning_rate_drops_but_not_after(tmp_path):
+    _fit(tmp_path, until=3)  # 4 steps: the rate drops after step 3
+    longer = FitConfig(steps=40, batch_size=2, workers=0, log_every=1)
+    fit("regressor", AttributeRegressor(), lambda batch: {"loss": torch.zeros((), requires_grad=True)},
+        RenderedFaces(seed=3, size=32), tmp_path, longer, progress=False, until=4)
+    assert [row["step"] for row in read_log(tmp_path / "regressor.log.csv")][-1] == 4
+    _fit(tmp_path / "dropped", until=None)  # step 4 ran at the dropped rate
+    with pytest.raises(TrainingError, match="fitted with other steps"):
+        fit("regressor", AttributeRegressor(), lambda batch: {}, RenderedFaces(seed=3, size=32), tmp_path / "dropped",
+            longer, progress=False)

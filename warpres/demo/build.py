@@ -8,6 +8,7 @@
     python -m warpres.demo.build renders --work WORK      # PNG folders for the branch trainer
     python -m warpres.demo.build styleres --work WORK     # `warpres train` of each family on them
     python -m warpres.demo.build warpres --work WORK
+    python -m warpres.demo.build bundle --work WORK       # -> warpres/demo/assets (what the package ships)
 
 Every stage writes its fitting checkpoint and log into WORK and, when complete, its result
 (`regressor.safetensors`, `inversion.safetensors`, ...). Rerunning a stage continues where it stopped.
@@ -25,16 +26,19 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from warpres.checkpoints import save_model
+from warpres.checkpoints import load_model, save_model
+from warpres.demo.bundle import BUNDLE, write_bundle
 from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.data import RenderedFaces
 from warpres.demo.directions import fit_directions
 from warpres.demo.encoder import AutoencoderObjective, AutoencoderPair, new_encoder
-from warpres.demo.fitting import FitConfig, fit, load_fitted
+from warpres.demo.fitting import FitConfig, fit, fitted_step, load_fitted
 from warpres.demo.generator import RESOLUTION, fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
-from warpres.demo.regressor import AttributeRegressor, load_domain_features
+from warpres.demo.regressor import AttributeRegressor, load_domain_features, load_regressor
 from warpres.demo.renderer import render
+from warpres.demo.showcase import DIRECTIONS
+from warpres.demo.showcase import SAMPLES as SAMPLES_FOLDER
 from warpres.errors import TrainingError
 from warpres.files import atomic_path
 from warpres.models.editor import EditingModel
@@ -104,9 +108,10 @@ def build_mapping(work: Path, config: FitConfig | None = None, progress: bool = 
     if not fitted.exists():
         raise TrainingError(f"{fitted} is missing: build the autoencoder stage first")
     pair: AutoencoderPair = load_fitted(fitted, AutoencoderPair(new_encoder(), new_generator()))
+    step = fitted_step(fitted)
     codes_path = work / "codes.safetensors"
-    if not codes_path.exists():
-        encode_renders(pair.encoder, CODES_SEED, CODES, progress=progress).save(codes_path)
+    if not codes_path.exists() or Codes.load(codes_path).encoder_step != step:
+        encode_renders(pair.encoder, step, CODES_SEED, CODES, progress=progress).save(codes_path)
     codes = Codes.load(codes_path)
     error = fit_mapping(pair.generator, torch.from_numpy(codes.z), torch.from_numpy(codes.w), progress=progress)
     spread = float(codes.w.var(axis=0).mean())
@@ -153,12 +158,15 @@ BRANCH_WIDTHS = {"styleres": {"align_channels": 64, "extract_channels": 64, "gat
 
 def branch_config(work: Path, family: str, steps: int) -> TrainConfig:
     """The `warpres train` run of one family on the demo renders. The domain network's features
-    are ~1000x smaller than VGG's, hence the perceptual weights above the VGG recipe's."""
+    are ~1000x smaller than VGG's, hence the perceptual weights above the VGG recipe's; a CPU
+    affords BRANCH_STEPS steps instead of the recipe's 20,000+, hence the higher learning rate,
+    halved at half and five sixths of the run."""
     return config_from_mapping({
         "model": "inversion.safetensors", "output": f"{family}-run", "family": family,
         "branch": BRANCH_WIDTHS[family],
         "data": {"train": "renders/train", "eval": "renders/eval", "eval_images": 100},
         "steps": steps, "batch_size": 4, "workers": 1, "amp": "bf16", "channels_last": True,
+        "optim": {"lr": 3e-4, "milestones": [BRANCH_STEPS // 2, BRANCH_STEPS * 5 // 6]},
         "perceptual": {"network": "domain", "weights": "regressor.safetensors"},
         "losses": {"perceptual": 1.0, "cycle_perceptual": 0.1},
         "teacher": {"size": RESOLUTION},
@@ -174,8 +182,35 @@ def build_branch(family: str, work: Path, steps: int, progress: bool = True) -> 
     return config.output / CHECKPOINT_NAME
 
 
+SAMPLE_SEED, SAMPLES = 6, 4
+
+
+def build_bundle(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
+    """The shipped assets: the bundle (E0, G, both branches, the regressor), the edit directions
+    and SAMPLES sample renders of their own stream with their parameters (samples.json)."""
+    inversion = load_model(_require(work, "inversion"))
+    branches = {}
+    for family in BRANCH_WIDTHS:
+        checkpoint = work / f"{family}-run" / CHECKPOINT_NAME
+        if not checkpoint.exists():
+            raise TrainingError(f"{checkpoint} is missing: build the {family} stage first")
+        branches[family] = load_model(checkpoint).branch
+    write_bundle(BUNDLE, inversion.generator, inversion.encoder, branches,
+                 load_regressor(_require(work, "regressor")))
+    fit_directions(Codes.load(work / "codes.safetensors")).save(DIRECTIONS)
+    vectors = {}
+    for k in range(SAMPLES):
+        params = params_from_latent(*sample_latent(np.random.default_rng([SAMPLE_SEED, k])))
+        name = f"sample-{k}.png"
+        write_image(SAMPLES_FOLDER / name, render(params, RESOLUTION))
+        vectors[name] = params.to_vector().tolist()
+    with atomic_path(SAMPLES_FOLDER / "samples.json") as tmp:
+        tmp.write_text(json.dumps(vectors, indent=1))
+    return BUNDLE.parent
+
+
 STAGES = {"regressor": build_regressor, "autoencoder": build_autoencoder, "mapping": build_mapping,
-          "directions": build_directions, "renders": build_renders}
+          "directions": build_directions, "renders": build_renders, "bundle": build_bundle}
 BRANCH_STEPS = 6000
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -28,22 +29,26 @@ class Codes:
     z: np.ndarray  # (N, z_dim) the prior's latents
     w: np.ndarray  # (N, w_dim) E0's codes of their renders
     params: np.ndarray  # (N, P) float64 FaceParams vectors (with the detail seeds)
+    encoder_step: int  # the fitting step of the E0 that made them
 
     def faces(self) -> list[FaceParams]:
         return [FaceParams.from_vector(row) for row in self.params]
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
-            save_file({"z": self.z, "w": self.w, "params": self.params}, str(tmp))
+            save_file({"z": self.z, "w": self.w, "params": self.params}, str(tmp),
+                      metadata={"encoder_step": str(self.encoder_step)})
 
     @classmethod
     def load(cls, path: Path) -> Codes:
-        return cls(**load_file(str(path)))
+        with safe_open(str(path), framework="numpy") as handle:
+            step = int((handle.metadata() or {}).get("encoder_step", -1))
+        return cls(**load_file(str(path)), encoder_step=step)
 
 
 @torch.no_grad()
-def encode_renders(encoder: StyleEncoder, seed: int, count: int, batch_size: int = 64, workers: int = 1,
-                   progress: bool = True) -> Codes:
+def encode_renders(encoder: StyleEncoder, encoder_step: int, seed: int, count: int, batch_size: int = 64,
+                   workers: int = 1, progress: bool = True) -> Codes:
     """The codes of the first `count` renders of the stream `seed` (RenderedFaces numbering)."""
     encoder.eval()
     data = DataLoader(RenderedFaces(seed, encoder.config.input_size, count), batch_size=batch_size,
@@ -55,4 +60,4 @@ def encode_renders(encoder: StyleEncoder, seed: int, count: int, batch_size: int
             w.append(wplus.float().mean(dim=1))
             z.append(latents)
     params = [params_from_latent(*sample_latent(np.random.default_rng([seed, k]))).to_vector() for k in range(count)]
-    return Codes(torch.cat(z).numpy(), torch.cat(w).numpy(), np.stack(params))
+    return Codes(torch.cat(z).numpy(), torch.cat(w).numpy(), np.stack(params), encoder_step)

@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,8 +53,12 @@ class FitConfig:
 _PLAN_FIELDS = ("steps", "batch_size", "lr", "betas", "final_fraction")  # what defines the run's trajectory
 
 
+def _last_full_rate_step(config: FitConfig) -> int:
+    return int(config.steps * (1 - config.final_fraction))
+
+
 def _learning_rate(config: FitConfig, step: int) -> float:
-    return config.lr * (0.1 if step > config.steps * (1 - config.final_fraction) else 1.0)
+    return config.lr * (0.1 if step > _last_full_rate_step(config) else 1.0)
 
 
 def fit(name: str, module: nn.Module, objective: Objective, data: Dataset, work: Path, config: FitConfig,
@@ -122,8 +126,12 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
     saved = json.loads(metadata["config"])
+    step = int(metadata["step"])
     plan = {key: value for key, value in json.loads(json.dumps(asdict(config))).items() if key in _PLAN_FIELDS}
     changed = sorted(key for key, value in plan.items() if saved.get(key) != value)
+    before_drop = step <= min(_last_full_rate_step(config), _last_full_rate_step(replace(config, steps=saved["steps"])))
+    if changed == ["steps"] and before_drop:
+        changed = []  # a longer (or shorter) run whose learning rate has not dropped yet: the same run so far
     if changed:
         raise TrainingError(f"{path}: fitted with other {', '.join(changed)} "
                             f"({', '.join(f'{k}={saved.get(k)}' for k in changed)}); resuming would not continue "
@@ -131,7 +139,13 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
     tensors = load_file(str(path))
     module.load_state_dict(strip_prefix(tensors, "module."))
     optimizer.load_state_dict(optimizer_state(tensors, json.loads(metadata["optimizer"]), "optimizer"))
-    return int(metadata["step"])
+    return step
+
+
+def fitted_step(path: Path) -> int:
+    """The step a fitting checkpoint was saved at."""
+    with safe_open(str(path), framework="pt") as handle:
+        return int(handle.metadata()["step"])
 
 
 def load_fitted(path: Path, module: nn.Module) -> nn.Module:
