@@ -97,7 +97,20 @@ def test_a_run_is_lengthened_before_its_learning_rate_drops_but_not_after(tmp_pa
     fit("regressor", AttributeRegressor(), lambda batch: {"loss": torch.zeros((), requires_grad=True)},
         RenderedFaces(seed=3, size=32), tmp_path, longer, progress=False, until=4)
     assert [row["step"] for row in read_log(tmp_path / "regressor.log.csv")][-1] == 4
-    _fit(tmp_path / "dropped", until=None)  # step 4 ran at the dropped rate
+    zero = lambda batch: {"loss": torch.zeros((), requires_grad=True)}  # noqa: E731
+    ten = FitConfig(steps=10, batch_size=2, workers=0)  # the rate drops after step 8
+    fit("regressor", AttributeRegressor(), zero, RenderedFaces(seed=3, size=32), tmp_path / "dropped", ten,
+        progress=False, until=9)
     with pytest.raises(TrainingError, match="fitted with other steps"):
-        fit("regressor", AttributeRegressor(), lambda batch: {}, RenderedFaces(seed=3, size=32), tmp_path / "dropped",
-            longer, progress=False)
+        fit("regressor", AttributeRegressor(), zero, RenderedFaces(seed=3, size=32), tmp_path / "dropped",
+            FitConfig(steps=20, batch_size=2, workers=0), progress=False)
+
+
+def test_a_finished_fit_continues_to_more_steps_as_a_warm_restart(tmp_path, caplog):
+    _fit(tmp_path, until=None)
+    longer = FitConfig(steps=6, batch_size=2, workers=0, log_every=1)
+    with caplog.at_level("WARNING"):
+        fit("regressor", AttributeRegressor(), lambda batch: {"loss": torch.zeros((), requires_grad=True)},
+            RenderedFaces(seed=3, size=32), tmp_path, longer, progress=False)
+    assert "warm restart" in caplog.text
+    assert [row["step"] for row in read_log(tmp_path / "regressor.log.csv")] == [1, 2, 3, 4, 5, 6]

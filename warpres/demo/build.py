@@ -171,7 +171,7 @@ def branch_config(work: Path, family: str, steps: int) -> TrainConfig:
         "losses": {"perceptual": 1.0, "cycle_perceptual": 0.1},
         "teacher": {"size": RESOLUTION},
         "discriminator": {"channel_base": 4096, "channel_max": 128},
-        "schedule": {"log_every": 50, "sample_every": 500, "eval_every": 1000, "checkpoint_every": 250},
+        "schedule": {"log_every": 25, "sample_every": 500, "eval_every": 1000, "checkpoint_every": 100},
     }, base=work, source=f"demo {family} run")
 
 

@@ -10,6 +10,7 @@ bf16 autocast with channels-last tensors, where oneDNN has its fastest convoluti
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from warpres.training.checkpoint import optimizer_state, optimizer_tensors
 from warpres.training.data import StepSampler
 from warpres.training.runlog import append_row, truncate_after
 
+log = logging.getLogger(__name__)
 Batch = Sequence[torch.Tensor]
 Objective = Callable[[Batch], dict[str, torch.Tensor]]
 
@@ -66,9 +68,12 @@ def fit(name: str, module: nn.Module, objective: Objective, data: Dataset, work:
         helpers: Sequence[nn.Module] = ()) -> nn.Module:
     """Fit `module` (its `parameters`, default all) to minimise objective(batch)["loss"] for
     config.steps steps, resuming from WORK/<name>.fit.safetensors when present; `until` stops
-    (with a checkpoint) at an earlier step of the same plan. `helpers` are the frozen networks
-    the objective runs (generator, perceptual network): they go channels-last too, since a
-    channels-first bf16 backward takes oneDNN's slow path (3x slower here). Returns the module."""
+    (with a checkpoint) at an earlier step of the same plan. A plan may change its `steps` while
+    the learning rate has not dropped yet, and a finished fit may continue to more steps (a warm
+    restart: the rate returns to `lr` and drops again for the new run's last `final_fraction`).
+    `helpers` are the frozen networks the objective runs (generator, perceptual network): they go
+    channels-last too, since a channels-first bf16 backward takes oneDNN's slow path (3x slower
+    here). Returns the module."""
     work.mkdir(parents=True, exist_ok=True)
     checkpoint, log_path = work / f"{name}.fit.safetensors", work / f"{name}.log.csv"
     for network in (module, *helpers):
@@ -132,6 +137,10 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
     before_drop = step <= min(_last_full_rate_step(config), _last_full_rate_step(replace(config, steps=saved["steps"])))
     if changed == ["steps"] and before_drop:
         changed = []  # a longer (or shorter) run whose learning rate has not dropped yet: the same run so far
+    elif changed == ["steps"] and step == saved["steps"] < config.steps:
+        log.warning("%s: the finished %d-step fit continues to %d steps; its learning rate returns to %g "
+                    "(a warm restart)", path, step, config.steps, config.lr)
+        changed = []
     if changed:
         raise TrainingError(f"{path}: fitted with other {', '.join(changed)} "
                             f"({', '.join(f'{k}={saved.get(k)}' for k in changed)}); resuming would not continue "
