@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import tiny_editing_model
 from warpres.benchmark import psnr
-from warpres.demo.bundle import materialize, read_regressor, write_bundle
+from warpres.demo.bundle import demo_models, exported, materialize, read_regressor, write_bundle
 from warpres.demo.directions import ATTRIBUTES
 from warpres.demo.evaluation import evaluate, held_out_faces, markdown_table, masked_psnr
 from warpres.demo.regressor import AttributeRegressor, hue_from_targets, regression_targets
@@ -21,6 +21,7 @@ from warpres.edits import DirectionLibrary, LinearDirection
 from warpres.errors import EditError
 from warpres.runtime.imageio import read_image, write_image
 from warpres.runtime.session import Session
+from warpres.stages import is_model_folder
 
 
 def test_the_ground_truth_moves_the_hue_readings_the_directions_are_fitted_on():
@@ -122,3 +123,19 @@ def test_evaluation_scores_are_the_metrics_of_the_images_the_session_makes(tmp_p
     assert scores.truth_psnr["pose"] == pytest.approx(psnr(edited[0], render(edited_truth(face, "pose", pose), 64)),
                                                       rel=1e-6)
     assert scores.cycle_psnr == pytest.approx(psnr(undone[0], image), rel=1e-6)
+
+
+def test_the_bundle_exports_once_for_the_onnx_backends_and_agrees_with_its_checkpoints(tmp_path):
+    styleres, warpres = tiny_editing_model("styleres"), tiny_editing_model("warpres")
+    write_bundle(tmp_path / "models.safetensors", warpres.generator, warpres.encoder,
+                 {"styleres": styleres.branch, "warpres": warpres.branch}, AttributeRegressor())
+    folders = demo_models("onnxruntime", tmp_path / "models.safetensors", tmp_path / "cache")
+    checkpoints = demo_models("torch", tmp_path / "models.safetensors", tmp_path / "cache")
+    assert set(folders) == set(checkpoints) == {"inversion", "styleres", "warpres"}
+    assert all(is_model_folder(path) for path in folders.values())
+    assert exported(tmp_path / "models.safetensors", tmp_path / "cache") == folders  # cached: no second export
+    image = render(FaceParams(yaw=0.4), 64)[None]
+    for family in folders:
+        outputs = [session.edit(session.invert(image)) for session in
+                   (Session(folders[family], "onnxruntime"), Session(checkpoints[family], "torch"))]
+        assert np.abs(outputs[0].astype(int) - outputs[1].astype(int)).max() <= 2, family

@@ -11,7 +11,6 @@ against each family's own PyTorch model, writing) runs for real in every export.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -30,12 +29,14 @@ from warpres.edits import DirectionLibrary, LinearDirection
 from warpres.errors import ExportError, ModelFolderError
 from warpres.export import OPSET, export_model, model_config, model_id, spec_for, validate_graph, validate_model_folder
 from warpres.export import graph as export_graph
+from warpres.export.activations import pipeline_activations
+from warpres.export.fingerprint import stage_fingerprint
 from warpres.export.graph import audit_graph
+from warpres.export.specs import specs_for
 from warpres.files import sha256_file
 from warpres.models.editor import EditingModel, Editor
 from warpres.models.encoders import EncoderConfig, StyleEncoder
 from warpres.models.stylegan2 import Generator, GeneratorConfig, channel_plan
-from warpres.models.subgraphs import stage_module
 from warpres.models.warpres import WarpResBranch
 from warpres.stages import (
     ENCODER,
@@ -97,46 +98,18 @@ def family_model(family: str) -> EditingModel:
     return EditingModel(model.generator, model.encoder, branch).eval()
 
 
-def _tensor_digest(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:  # latent_avg is a buffer
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-class SharedTraces:
-    """`graph.trace_stage`, memoised on what fixes the traced graph: the stage, the opset, the
-    input shapes and every tensor of the module computing the stage."""
-
-    def __init__(self, trace: Callable[..., onnx.ModelProto]) -> None:
-        self.trace = trace
-        self.graphs: dict[tuple, onnx.ModelProto] = {}
-
-    def __call__(self, model, stage, inputs, opset=OPSET):
-        key = (stage, opset, tuple(tuple(t.shape) for t in inputs.values()),
-               _tensor_digest(stage_module(model, stage)))
-        if key not in self.graphs:
-            self.graphs[key] = self.trace(model, stage, inputs, opset)
-        proto = onnx.ModelProto()
-        proto.CopyFrom(self.graphs[key])
-        return proto
-
-
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory) -> Callable[[str], Exported]:
     """family -> its tiny model exported (with validation) once per module; warpres with directions."""
     made: dict[str, Exported] = {}
-    shared = SharedTraces(export_graph.trace_stage)
+    traced: dict[str, onnx.ModelProto] = {}  # the families share E0 and G: their stages are traced once
 
     def export(family: str) -> Exported:
         if family not in made:
             model = family_model(family)
             directions = tiny_directions() if family == "warpres" else None
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(export_graph, "trace_stage", shared)
-                folder = export_model(model, tmp_path_factory.mktemp(family) / "model", directions=directions,
-                                      progress=False)
+            folder = export_model(model, tmp_path_factory.mktemp(family) / "model", directions=directions,
+                                  progress=False, traced=traced)
             made[family] = Exported(model, folder, directions)
         return made[family]
 
@@ -346,6 +319,45 @@ def test_validating_a_folder_against_a_model_it_was_not_exported_from_is_refused
 
 
 # --- model_id --------------------------------------------------------------------------------
+
+
+def _fingerprints(model: EditingModel) -> dict[str, str]:
+    inputs = pipeline_activations(model, 2, 0)
+    return {spec.stage.name: stage_fingerprint(model, spec.stage, spec.inputs_from(inputs))
+            for spec in specs_for(model.family)}
+
+
+def test_families_sharing_e0_and_g_share_exactly_those_stage_fingerprints():
+    inversion, styleres, warpres = (_fingerprints(family_model(family)) for family in FAMILIES)
+    shared = ("encoder", "synthesis_head", "synthesis_tail")
+    assert all(inversion[name] == styleres[name] == warpres[name] for name in shared)
+    assert styleres["residual_encoder"] != warpres["residual_encoder"] and styleres["fuse"] != warpres["fuse"]
+
+
+def test_a_stage_fingerprint_changes_with_one_weight_of_its_component_only():
+    model = family_model("warpres")
+    before = _fingerprints(model)
+    with torch.no_grad():
+        weight = model.generator.synthesis.b16.conv0.weight
+        weight[0, 0, 0, 0] = torch.nextafter(weight[0, 0, 0, 0], torch.tensor(np.inf))
+    after = _fingerprints(model)
+    assert [name for name in before if before[name] != after[name]] == ["synthesis_head", "synthesis_tail"]
+
+
+def test_a_shared_stage_is_traced_once_and_stamped_for_each_model(monkeypatch, tmp_path):
+    traced: dict[str, onnx.ModelProto] = {}
+    calls = []
+    trace = export_graph.trace_stage
+    monkeypatch.setattr(export_graph, "trace_stage", lambda model, stage, *args: calls.append(stage.name) or trace(
+        model, stage, *args))
+    folders = {family: export_model(family_model(family), tmp_path / family, validate=False, progress=False,
+                                    traced=traced) for family in ("inversion", "styleres")}
+    assert calls == ["encoder", "synthesis_head", "synthesis_tail", "residual_encoder", "fuse"]
+    for family, folder in folders.items():
+        model = family_model(family)
+        validate_model_folder(model, folder, emit=None)  # raises unless the reused graphs compute this model
+        metadata = {p.key: p.value for p in onnx.load(str(folder.graph_path(ENCODER))).metadata_props}
+        assert metadata["warpres.model_id"] == model_id(model) and metadata["warpres.family"] == family
 
 
 def test_model_id_is_the_same_for_equal_models_built_twice():

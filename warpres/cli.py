@@ -371,7 +371,7 @@ def demo(output: Path, backend: str) -> None:
 def evaluate(images: int, backend: str, output: Path | None) -> None:
     """Score the shipped demo models (E0 only, StyleRes, WarpRes) on held-out renders with ground truth."""
     try:
-        from warpres.demo.bundle import materialize, read_regressor
+        from warpres.demo.bundle import demo_models, read_regressor
         from warpres.demo.evaluation import evaluate as run_evaluation
         from warpres.demo.evaluation import markdown_table
         from warpres.demo.showcase import DIRECTIONS
@@ -380,7 +380,7 @@ def evaluate(images: int, backend: str, output: Path | None) -> None:
                                    f"pip install 'warpres[export,cpu,train]'") from None
     from warpres.files import atomic_path
 
-    scores = run_evaluation(materialize(), read_regressor(), DIRECTIONS, count=images, backend=backend)
+    scores = run_evaluation(demo_models(backend), read_regressor(), DIRECTIONS, count=images, backend=backend)
     text = markdown_table(scores)
     click.echo(text)
     if output is not None:

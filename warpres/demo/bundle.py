@@ -3,9 +3,9 @@ the domain regressor.
 
 Three full checkpoints (E0 only, StyleRes, WarpRes) would carry E0 and the generator three
 times; the bundle stores them once, in float16 (the package ships them, so size matters), with
-each component's config in the header. `materialize` writes the three float32 checkpoints of
-our format into the cache on first use; from there the runtime exports and runs them like any
-checkpoint.
+each component's config in the header. On first use `materialize` writes the three float32
+checkpoints of our format into the cache (what the PyTorch reference runs) and `exported` their
+ONNX model folders (what every other backend runs).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from warpres.files import atomic_path, cache_root, sha256_file
 from warpres.models.editor import EditingModel
 from warpres.models.encoders import EncoderConfig, StyleEncoder
 from warpres.models.stylegan2 import Generator, GeneratorConfig
+from warpres.stages import is_model_folder
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUNDLE = ASSETS / "models.safetensors"
@@ -89,13 +90,17 @@ def read_regressor(path: Path = BUNDLE) -> AttributeRegressor:
     return regressor.eval()
 
 
-def materialize(bundle: Path = BUNDLE, cache: Path | None = None) -> dict[str, Path]:
-    """{family: checkpoint path} of the bundle's models in our format, written once into the cache
-    (a folder keyed by the bundle's SHA-256)."""
+def _cache_folder(bundle: Path, cache: Path | None) -> Path:
     if not bundle.is_file():
         raise WarpresError(f"{bundle}: the demo models are not part of this installation; build them with "
                            "python -m warpres.demo.build (see its --help)")
-    folder = (cache or cache_root() / "demo") / sha256_file(bundle)[:24]
+    return (cache or cache_root() / "demo") / sha256_file(bundle)[:24]
+
+
+def materialize(bundle: Path = BUNDLE, cache: Path | None = None) -> dict[str, Path]:
+    """{family: checkpoint path} of the bundle's models in our format, written once into the cache
+    (a folder keyed by the bundle's SHA-256)."""
+    folder = _cache_folder(bundle, cache)
     paths = {family: folder / f"{family}.safetensors" for family in FAMILIES}
     if all(path.exists() for path in paths.values()):
         return paths
@@ -104,3 +109,26 @@ def materialize(bundle: Path = BUNDLE, cache: Path | None = None) -> dict[str, P
         with torch.no_grad():
             save_model(model, paths[family])
     return paths
+
+
+def exported(bundle: Path = BUNDLE, cache: Path | None = None, progress: bool = True) -> dict[str, Path]:
+    """{family: exported model folder} of the bundle's models, exported once into the cache. The
+    export skips its per-stage comparison with PyTorch (a third of a first demo's minute): the
+    shipped bundle's graphs are compared with PyTorch by the test suite instead."""
+    from warpres.export import export_model
+
+    folder = _cache_folder(bundle, cache)
+    paths = {family: folder / family for family in FAMILIES}
+    if all(is_model_folder(path) for path in paths.values()):
+        return paths
+    traced = {}  # E0 and G are shared: their stages are traced once for the three families
+    for family, model in read_bundle(bundle).items():
+        if not is_model_folder(paths[family]):
+            export_model(model, paths[family], validate=False, progress=progress, traced=traced)
+    return paths
+
+
+def demo_models(backend: str, bundle: Path = BUNDLE, cache: Path | None = None) -> dict[str, Path]:
+    """What a Session on `backend` opens for each family: checkpoints for the PyTorch reference,
+    exported model folders for everything else."""
+    return materialize(bundle, cache) if backend == "torch" else exported(bundle, cache)

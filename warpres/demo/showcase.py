@@ -3,7 +3,7 @@
 Rows are (sample, edit) pairs; columns are the input, the ground truth (the renderer's image of
 the same face with the attribute changed by the same amount), and the edit by E0 only, by
 StyleRes and by WarpRes. Each model runs through `Session` on the default backend (OpenVINO on
-a CPU), exported into the cache the first time.
+a CPU), exported into the cache the first time (`warpres.demo.bundle.exported`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from warpres.demo.bundle import ASSETS, BUNDLE, materialize
+from warpres.demo.bundle import ASSETS, BUNDLE, demo_models
 from warpres.demo.directions import FIELD_EDITS
 from warpres.demo.renderer import FaceParams, render
 from warpres.errors import EditError
@@ -70,8 +70,8 @@ def run_demo(output: Path, backend: str = "auto", bundle: Path = BUNDLE, samples
              directions: Path = DIRECTIONS, cache: Path | None = None) -> DemoResult:
     """Edit every sample with every EDITS entry by each family; write the grid to `output`."""
     started = time.perf_counter()
-    checkpoints = materialize(bundle, cache)
-    sessions = {family: Session(path, backend, directions=directions) for family, path in checkpoints.items()}
+    models = demo_models(backend, bundle, cache)
+    sessions = {family: Session(path, backend, directions=directions) for family, path in models.items()}
     faces = load_samples(samples)
     images = [image for image, _ in faces]
     specs = [f"{name}={strength}" for name, strength in EDITS]

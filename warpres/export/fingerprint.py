@@ -1,4 +1,5 @@
-"""The model_id: a SHA-256 naming one model's configuration and weights.
+"""The model_id: a SHA-256 naming one model's configuration and weights (and the fingerprint
+of one stage's graph, for exports that share components).
 
 Written into the manifest and into every graph's metadata, so a runtime can tell which model a
 graph came from, and validation refuses to compare a folder against a model it was not
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from warpres.models.editor import EditingModel
+from warpres.stages import Stage
 
 
 def model_config(model: EditingModel) -> dict[str, Any]:
@@ -43,9 +46,34 @@ def model_id(model: EditingModel) -> str:
     tensors = dict(model.state_dict())
     if model.encoder is not None:
         tensors["encoder.latent_avg"] = model.encoder.latent_avg
+    _update_tensors(digest, tensors)
+    return digest.hexdigest()
+
+
+def _update_tensors(digest: Any, tensors: Mapping[str, torch.Tensor]) -> None:
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         dtype = str(tensor.dtype).removeprefix("torch.")
         _update(digest, json.dumps([name, dtype, list(tensor.shape)]).encode())
         _update(digest, memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+
+
+_STAGE_COMPONENT = {"encoder": "encoder", "synthesis_head": "generator", "synthesis_tail": "generator"}
+
+
+def stage_fingerprint(model: EditingModel, stage: Stage, inputs: Mapping[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over what one stage's traced graph depends on: the stage, the config and
+    weights of the component computing it (encoder, generator or branch) and the shapes it is
+    traced at. Models sharing a component (the demo's three families share E0 and G) share the
+    fingerprints of its stages, so one trace serves them all."""
+    component = _STAGE_COMPONENT.get(stage.name, "branch")
+    module = {"encoder": model.encoder, "generator": model.generator, "branch": model.branch}[component]
+    digest = hashlib.sha256()
+    header = {"stage": [stage.name, stage.inputs, stage.outputs], "component": model_config(model)[component],
+              "shapes": {name: list(inputs[name].shape) for name in stage.inputs}}
+    _update(digest, json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    tensors = dict(module.state_dict())
+    if component == "encoder":
+        tensors["latent_avg"] = model.encoder.latent_avg
+    _update_tensors(digest, tensors)
     return digest.hexdigest()

@@ -28,7 +28,7 @@ from warpres.edits import DIRECTIONS_JSON, DIRECTIONS_TENSORS, DirectionLibrary,
 from warpres.errors import EditError, ExportError, WarpresError
 from warpres.export import graph
 from warpres.export.activations import eval_mode, pipeline_activations
-from warpres.export.fingerprint import model_config, model_id
+from warpres.export.fingerprint import model_config, model_id, stage_fingerprint
 from warpres.export.specs import specs_for
 from warpres.export.validation import (
     VALIDATION_BATCHES,
@@ -127,7 +127,8 @@ def _check_directions_fit(directions: DirectionLibrary, model: EditingModel) -> 
 
 
 def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, directions: DirectionLibrary | None = None,
-                 opset: int = graph.OPSET, validate: bool = True, progress: bool = True) -> ModelFolder:
+                 opset: int = graph.OPSET, validate: bool = True, progress: bool = True,
+                 traced: dict[str, onnx.ModelProto] | None = None) -> ModelFolder:
     """Export `model`'s stages (warpres.stages.stages_for(model.family)) as portable ONNX graphs
     into `out_dir`, with `directions` and the manifest, and return the opened folder.
 
@@ -157,7 +158,13 @@ def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, direct
             for spec in bar:
                 stage = spec.stage
                 bar.set_postfix_str(stage.name)
-                proto = graph.trace_stage(model, stage, spec.inputs_from(trace_inputs), opset)
+                stage_inputs = spec.inputs_from(trace_inputs)
+                key = None if traced is None else f"{opset}:{stage_fingerprint(model, stage, stage_inputs)}"
+                proto = None if key is None else traced.get(key)
+                if proto is None:
+                    proto = graph.trace_stage(model, stage, stage_inputs, opset)
+                    if key is not None:
+                        traced[key] = proto
                 path = staging / stage.filename
                 io[stage.name] = graph.write_graph(proto, path, stage, opset, {
                     "model_id": identity, "stage": stage.name, "family": model.family, "flavour": PORTABLE})
