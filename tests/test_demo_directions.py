@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from warpres.demo.codes import Codes, encode_renders
-from warpres.demo.directions import ATTRIBUTES, fit_direction, fit_directions
+from warpres.demo.directions import ATTRIBUTES, fit_direction, fit_directions, readability
 from warpres.demo.encoder import new_encoder
 from warpres.demo.prior import params_from_latent, sample_latent, sample_params
 
@@ -53,3 +53,15 @@ def test_every_semantic_edit_gets_a_direction_in_w():
     wplus = np.zeros((1, 12, 64), dtype=np.float32)
     moved = library.resolve("pose").apply(wplus, 1.0)
     assert moved.shape == wplus.shape and np.all(moved[0, 0] == moved[0, 11]) and np.any(moved != 0)
+
+
+def test_readability_is_high_for_an_attribute_w_encodes_and_near_zero_for_one_it_does_not():
+    rng = np.random.default_rng(2)
+    faces = [sample_params(rng) for _ in range(2000)]
+    yaw = np.array([face.yaw for face in faces])
+    w = rng.standard_normal((2000, 64))
+    w[:, 0] = yaw + 0.05 * rng.standard_normal(2000)  # pose is in W; the smile is not
+    codes = Codes(np.zeros((2000, 24), np.float32), w.astype(np.float32),
+                  np.stack([face.to_vector() for face in faces]), encoder_step=0)
+    scores = readability(codes)
+    assert scores["pose"] > 0.9 and abs(scores["smile"]) < 0.1

@@ -30,7 +30,7 @@ from warpres.checkpoints import load_model, save_model
 from warpres.demo.bundle import ASSETS, BUNDLE, write_bundle
 from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.data import RenderedFaces
-from warpres.demo.directions import fit_directions
+from warpres.demo.directions import fit_directions, readability
 from warpres.demo.encoder import AutoencoderObjective, AutoencoderPair, new_encoder
 from warpres.demo.fitting import FitConfig, fit, fitted_step, load_fitted
 from warpres.demo.generator import RESOLUTION, fit_mapping, new_generator
@@ -128,7 +128,10 @@ def build_mapping(work: Path, config: FitConfig | None = None, progress: bool = 
 def build_directions(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
     _require(work, "generator")
     folder = work / "directions"
-    fit_directions(Codes.load(work / "codes.safetensors")).save(folder)
+    codes = Codes.load(work / "codes.safetensors")
+    click.echo("held-out R^2 of each attribute's linear reading in W: " + ", ".join(
+        f"{name} {score:.2f}" for name, score in readability(codes).items()))
+    fit_directions(codes).save(folder)
     return folder
 
 
