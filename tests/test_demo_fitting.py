@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import tiny_editing_model
+from warpres.demo.build import build_directions, same_base
 from warpres.demo.data import RenderedFaces
 from warpres.demo.encoder import DELTA_WEIGHT, AutoencoderObjective, AutoencoderPair, new_encoder
 from warpres.demo.fitting import FitConfig, fit
@@ -114,3 +116,17 @@ def test_a_finished_fit_continues_to_more_steps_as_a_warm_restart(tmp_path, capl
             RenderedFaces(seed=3, size=32), tmp_path, longer, progress=False)
     assert "warm restart" in caplog.text
     assert [row["step"] for row in read_log(tmp_path / "regressor.log.csv")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_branch_run_on_another_e0_and_generator_is_told_apart():
+    model = tiny_editing_model("warpres")
+    other = tiny_editing_model("warpres")
+    assert same_base(model, other)
+    with torch.no_grad():
+        other.generator.synthesis.b16.conv0.weight[0, 0, 0, 0] += 1e-3
+    assert not same_base(model, other)
+
+
+def test_a_missing_input_names_the_stage_that_makes_it(tmp_path):
+    with pytest.raises(TrainingError, match="build the mapping stage first"):
+        build_directions(tmp_path)

@@ -3,7 +3,7 @@
     python -m warpres.demo.build regressor --work WORK    # domain attribute regressor (perceptual features)
     python -m warpres.demo.build autoencoder --work WORK  # e4e E0 + StyleGAN2 synthesis, fitted jointly
     python -m warpres.demo.build mapping --work WORK      # E0's codes of renders, M(z) fitted onto them
-                                                          #   -> generator.safetensors, inversion.safetensors
+                                                          #   -> codes.safetensors, inversion.safetensors
     python -m warpres.demo.build directions --work WORK   # InterfaceGAN-style edits -> directions/
     python -m warpres.demo.build renders --work WORK      # PNG folders for the branch trainer
     python -m warpres.demo.build styleres --work WORK     # `warpres train` of each family on them
@@ -72,10 +72,13 @@ def _save_result(work: Path, name: str, module: torch.nn.Module) -> Path:
     return path
 
 
+_MADE_BY = {"codes": "mapping", "inversion": "mapping"}
+
+
 def _require(work: Path, name: str) -> Path:
     path = _result(work, name)
     if not path.exists():
-        raise TrainingError(f"{path} is missing: build the {name} stage first")
+        raise TrainingError(f"{path} is missing: build the {_MADE_BY.get(name, name)} stage first")
     return path
 
 
@@ -106,7 +109,7 @@ CODES = 20000
 
 def build_mapping(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
     """E0's codes of CODES labelled renders (WORK/codes.safetensors), the mapping network fitted
-    onto them, and the result: WORK/generator.safetensors and WORK/inversion.safetensors (E0 + G)."""
+    onto them, and the result: WORK/inversion.safetensors (E0 + G)."""
     fitted = work / "autoencoder.fit.safetensors"
     if not fitted.exists():
         raise TrainingError(f"{fitted} is missing: build the autoencoder stage first")
@@ -119,16 +122,14 @@ def build_mapping(work: Path, config: FitConfig | None = None, progress: bool = 
     error = fit_mapping(pair.generator, torch.from_numpy(codes.z), torch.from_numpy(codes.w), progress=progress)
     spread = float(codes.w.var(axis=0).mean())
     click.echo(f"mapping: mean squared error {error:.4f} (variance of the codes {spread:.4f})")
-    _save_result(work, "generator", pair.generator)
     path = _result(work, "inversion")
     save_model(EditingModel(pair.generator.eval(), pair.encoder.eval()), path)
     return path
 
 
 def build_directions(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
-    _require(work, "generator")
     folder = work / "directions"
-    codes = Codes.load(work / "codes.safetensors")
+    codes = Codes.load(_require(work, "codes"))
     click.echo("held-out R^2 of each attribute's linear reading in W: " + ", ".join(
         f"{name} {score:.2f}" for name, score in readability(codes).items()))
     fit_directions(codes).save(folder)
@@ -181,11 +182,27 @@ def branch_config(work: Path, family: str, steps: int) -> TrainConfig:
     }, base=work, source=f"demo {family} run")
 
 
+def same_base(model: EditingModel, other: EditingModel) -> bool:
+    """Whether two models have the same E0 and generator (weights and buffers)."""
+    pairs = ((model.encoder, other.encoder), (model.generator, other.generator))
+    for mine, theirs in pairs:
+        a, b = mine.state_dict(), theirs.state_dict()
+        if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):
+            return False
+    return True
+
+
 def build_branch(family: str, work: Path, steps: int, progress: bool = True) -> Path:
-    _require(work, "inversion")
+    """`warpres train` of one family on E0 + G of WORK/inversion.safetensors, resumed if its run
+    exists; a run begun on another E0 + G (an earlier autoencoder) is refused, not continued."""
+    inversion = _require(work, "inversion")
     config = branch_config(work, family, steps)
+    run = config.output / CHECKPOINT_NAME
+    if run.exists() and not same_base(load_model(run), load_model(inversion)):
+        raise TrainingError(f"{run} was trained on another E0 and generator than {inversion}; remove "
+                            f"{config.output} to train the {family} branch on the current ones")
     Trainer(config, resume="auto", progress=progress).run()
-    return config.output / CHECKPOINT_NAME
+    return run
 
 
 SAMPLE_SEED, SAMPLES = 6, 4
@@ -205,7 +222,7 @@ def build_bundle(work: Path, config: FitConfig | None = None, progress: bool = T
     assets.mkdir(parents=True, exist_ok=True)
     write_bundle(assets / BUNDLE.name, inversion.generator, inversion.encoder, branches,
                  load_regressor(_require(work, "regressor")))
-    fit_directions(Codes.load(work / "codes.safetensors")).save(assets / DIRECTIONS.name)
+    fit_directions(Codes.load(_require(work, "codes"))).save(assets / DIRECTIONS.name)
     vectors = {}
     for k in range(SAMPLES):
         params = params_from_latent(*sample_latent(np.random.default_rng([SAMPLE_SEED, k])))
