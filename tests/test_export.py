@@ -321,6 +321,13 @@ def test_validating_a_folder_against_a_model_it_was_not_exported_from_is_refused
 # --- model_id --------------------------------------------------------------------------------
 
 
+@torch.no_grad()
+def nudge_one_generator_weight(model: EditingModel) -> None:
+    """Move one synthesis weight by one ulp."""
+    weight = model.generator.synthesis.b16.conv0.weight
+    weight[0, 0, 0, 0] = torch.nextafter(weight[0, 0, 0, 0], torch.tensor(np.inf))
+
+
 def _fingerprints(model: EditingModel) -> dict[str, str]:
     inputs = pipeline_activations(model, 2, 0)
     return {spec.stage.name: stage_fingerprint(model, spec.stage, spec.inputs_from(inputs))
@@ -337,9 +344,7 @@ def test_families_sharing_e0_and_g_share_exactly_those_stage_fingerprints():
 def test_a_stage_fingerprint_changes_with_one_weight_of_its_component_only():
     model = family_model("warpres")
     before = _fingerprints(model)
-    with torch.no_grad():
-        weight = model.generator.synthesis.b16.conv0.weight
-        weight[0, 0, 0, 0] = torch.nextafter(weight[0, 0, 0, 0], torch.tensor(np.inf))
+    nudge_one_generator_weight(model)
     after = _fingerprints(model)
     assert [name for name in before if before[name] != after[name]] == ["synthesis_head", "synthesis_tail"]
 
@@ -367,9 +372,7 @@ def test_model_id_is_the_same_for_equal_models_built_twice():
 def test_model_id_changes_when_one_weight_changes_by_one_ulp():
     model = tiny_editing_model("warpres")
     before = model_id(model)
-    with torch.no_grad():
-        weight = model.generator.synthesis.b16.conv0.weight
-        weight[0, 0, 0, 0] = torch.nextafter(weight[0, 0, 0, 0], torch.tensor(np.inf))
+    nudge_one_generator_weight(model)
     assert model_id(model) != before
 
 
