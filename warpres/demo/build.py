@@ -39,6 +39,7 @@ from warpres.demo.regressor import AttributeRegressor, load_domain_features, loa
 from warpres.demo.renderer import render
 from warpres.demo.showcase import DIRECTIONS
 from warpres.demo.showcase import SAMPLES as SAMPLES_FOLDER
+from warpres.edits import DirectionLibrary
 from warpres.errors import TrainingError
 from warpres.files import atomic_path
 from warpres.models.editor import EditingModel
@@ -222,7 +223,10 @@ def build_bundle(work: Path, config: FitConfig | None = None, progress: bool = T
     assets.mkdir(parents=True, exist_ok=True)
     write_bundle(assets / BUNDLE.name, inversion.generator, inversion.encoder, branches,
                  load_regressor(_require(work, "regressor")))
-    fit_directions(Codes.load(_require(work, "codes"))).save(assets / DIRECTIONS.name)
+    directions = work / "directions"
+    if not directions.is_dir():
+        raise TrainingError(f"{directions} is missing: build the directions stage first")
+    DirectionLibrary.load(directions).save(assets / DIRECTIONS.name)
     vectors = {}
     for k in range(SAMPLES):
         params = params_from_latent(*sample_latent(np.random.default_rng([SAMPLE_SEED, k])))
