@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from tests.conftest import tiny_editing_model
-from warpres.demo.build import build_directions, same_base
+from warpres.demo.build import CODE_GAIN, _start_from, build_directions, same_base
 from warpres.demo.data import RenderedFaces
-from warpres.demo.encoder import DELTA_WEIGHT, AutoencoderObjective, AutoencoderPair, new_encoder
+from warpres.demo.encoder import (
+    COMPONENT_WEIGHT,
+    DELTA_WEIGHT,
+    PROBE_WEIGHT,
+    PROBED_TARGETS,
+    AutoencoderObjective,
+    AutoencoderPair,
+    new_encoder,
+)
 from warpres.demo.fitting import FitConfig, fit
 from warpres.demo.generator import fit_mapping, new_generator
+from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, hue_from_targets, regression_targets
-from warpres.demo.renderer import FaceParams
+from warpres.demo.renderer import FaceParams, render_with_masks
 from warpres.errors import TrainingError
 from warpres.training.runlog import read_log
 
@@ -54,23 +65,66 @@ def test_hues_are_recovered_from_their_circular_targets():
 
 
 def _renders(count):
-    return tuple(torch.stack(t) for t in zip(*(RenderedFaces(seed=4)[k] for k in range(count)), strict=True))
+    faces = RenderedFaces(seed=4, components=True)
+    return tuple(torch.stack(t) for t in zip(*(faces[k] for k in range(count)), strict=True))
 
 
-def test_the_autoencoder_objective_trains_e0_and_the_synthesis_together():
+def test_the_component_mask_covers_the_eyes_and_mouth_with_a_margin_and_nothing_else():
+    params = params_from_latent(*sample_latent(np.random.default_rng([4, 0])))
+    _, masks = render_with_masks(params, 128)
+    mask = RenderedFaces(seed=4, components=True)[0][3][0].numpy().astype(bool)
+    assert np.array_equal(RenderedFaces(seed=4, components=True)[0][0], RenderedFaces(seed=4)[0][0])
+    assert mask[masks["mouth"] | masks["eyes"]].all()
+    grown = mask & ~(masks["mouth"] | masks["eyes"])
+    assert 0 < grown.sum() < 3 * (masks["mouth"] | masks["eyes"]).sum()
+    assert not mask[masks["background"] | masks["clothing"] | masks["hair"]].any()
+
+
+def test_the_autoencoder_objective_trains_e0_the_synthesis_and_the_probe_together():
     pair = AutoencoderPair(new_encoder(), new_generator())
-    images, z, targets = _renders(2)
-    terms = AutoencoderObjective(pair, None)((images, z, targets))
+    images, z, targets, components = _renders(3)
+    terms = AutoencoderObjective(pair, None)((images, z, targets, components))
     terms["loss"].backward()
     with torch.no_grad():
         wplus, _ = pair.encoder(images)
-        expected_l1 = (pair.generator.synthesis(wplus) - images).abs().mean()
-    torch.testing.assert_close(terms["l1"], expected_l1)
+        error = (pair.generator.synthesis(wplus) - images).abs()
+        codes = wplus.mean(dim=1)
+        standardised = (codes - codes.mean(dim=0)) / (codes.var(dim=0, unbiased=False) + 1e-5).sqrt()
+        probed = pair.probe[1](standardised)  # the batch's own statistics, as in training
+    torch.testing.assert_close(terms["l1"], error.mean())
+    inside = components.expand_as(error).bool()
+    torch.testing.assert_close(terms["components"], error[inside].mean())
     torch.testing.assert_close(terms["delta"], (wplus[:, 1:] - wplus[:, :1]).square().mean())
-    torch.testing.assert_close(terms["loss"], terms["l1"] + DELTA_WEIGHT * terms["delta"])
-    trained = [*pair.encoder.parameters(), *pair.generator.synthesis.parameters()]
+    expected_probe = (probed - targets[:, [TARGET_NAMES.index(n) for n in PROBED_TARGETS]]).square().mean()
+    torch.testing.assert_close(terms["probe"], expected_probe)
+    emphasis = COMPONENT_WEIGHT * terms["components"] * components.mean()
+    torch.testing.assert_close(terms["loss"], terms["l1"] + emphasis + PROBE_WEIGHT * terms["probe"]
+                               + DELTA_WEIGHT * terms["delta"])
+    trained = [*pair.encoder.parameters(), *pair.generator.synthesis.parameters(), *pair.probe.parameters()]
     assert all(p.grad is not None for p in trained)
     assert all(p.grad is None for p in pair.generator.mapping.parameters())  # fitted afterwards
+
+
+def test_a_new_autoencoder_fit_starts_from_an_earlier_e0_and_g_with_its_codes_scaled_up(tmp_path):
+    earlier = AutoencoderPair(new_encoder(seed=1), new_generator())
+    state = {f"module.{k}": v for k, v in earlier.state_dict().items() if not k.startswith("probe.")}
+    save_file(state, str(tmp_path / "earlier.safetensors"))
+    pair = AutoencoderPair(new_encoder(seed=2), new_generator())
+    _start_from(pair, tmp_path / "earlier.safetensors")
+    for name, value in earlier.generator.state_dict().items():
+        assert torch.equal(pair.generator.state_dict()[name], value), name
+    images = _renders(2)[0]
+    earlier.encoder.eval(), pair.encoder.eval()
+    with torch.no_grad():
+        before, after = earlier.encoder(images)[0], pair.encoder(images)[0]
+    torch.testing.assert_close(after[:, 0], CODE_GAIN * before[:, 0])  # the shared code
+    torch.testing.assert_close(after[:, 1:] - after[:, :1], before[:, 1:] - before[:, :1])  # its layer offsets
+
+
+def test_a_new_autoencoder_fit_refuses_a_checkpoint_of_another_network(tmp_path):
+    save_file({"module.head.weight": torch.zeros(2, 2)}, str(tmp_path / "regressor.safetensors"))
+    with pytest.raises(TrainingError, match="not an autoencoder fit"):
+        _start_from(AutoencoderPair(new_encoder(), new_generator()), tmp_path / "regressor.safetensors")
 
 
 def test_the_mapping_is_fitted_onto_the_codes_and_tracks_their_mean():

@@ -17,16 +17,17 @@ Every stage writes its fitting checkpoint and log into WORK and, when complete, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from warpres.checkpoints import load_model, save_model
+from warpres.checkpoints.safe_load import strip_prefix
 from warpres.demo.bundle import ASSETS, BUNDLE, write_bundle
 from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.data import RenderedFaces
@@ -57,10 +58,10 @@ REGRESSOR_SEED, AUTOENCODER_SEED, CODES_SEED, BRANCH_SEED, MONITOR_SEED, HELD_OU
 class Plan:
     # ran as an 800-step plan first (smile MAE 0.48, i.e. unread), then continued by a warm restart
     regressor: FitConfig = FitConfig(steps=3000, batch_size=16, lr=1e-3)
-    # ran as a 3,000-step plan first (rate dropped at 2,400; L1 0.127, faces still blurred),
-    # then continued to 12,000 by a warm restart
-    autoencoder: FitConfig = FitConfig(steps=12000, batch_size=16, lr=1e-3)
-
+    # the first run (reconstruction only; plans of 3,000 then 12,000 steps by a warm restart) had
+    # blurred faces without mouths at step 4,000 (L1 0.142); this run starts from its step 3,000
+    # (`--init`, codes scaled up) with the component emphasis and the attribute probe
+    autoencoder: FitConfig = FitConfig(steps=3000, batch_size=16, lr=3e-4)
 
 def _result(work: Path, name: str) -> Path:
     return work / f"{name}.safetensors"
@@ -96,14 +97,37 @@ def build_regressor(work: Path, config: FitConfig, progress: bool = True) -> Pat
     return _save_result(work, "regressor", load_fitted(work / "regressor.fit.safetensors", AttributeRegressor()))
 
 
-def build_autoencoder(work: Path, config: FitConfig, progress: bool = True) -> Path:
-    """E0 and the generator's synthesis, fitted jointly (WORK/autoencoder.fit.safetensors)."""
+def build_autoencoder(work: Path, config: FitConfig, progress: bool = True, init: Path | None = None) -> Path:
+    """E0 and the generator's synthesis, fitted jointly (WORK/autoencoder.fit.safetensors); a new
+    fit may start from the E0 and G of an earlier one (`init`, a fitting checkpoint)."""
     pair = AutoencoderPair(new_encoder(), new_generator())
+    checkpoint = work / "autoencoder.fit.safetensors"
+    if init is not None and not checkpoint.exists():
+        _start_from(pair, init)
     perceptual = PerceptualLoss(load_domain_features(_require(work, "regressor")))
-    fit("autoencoder", pair, AutoencoderObjective(pair, perceptual), RenderedFaces(AUTOENCODER_SEED), work, config,
-        progress=progress, helpers=[perceptual])
-    return work / "autoencoder.fit.safetensors"
+    fit("autoencoder", pair, AutoencoderObjective(pair, perceptual),
+        RenderedFaces(AUTOENCODER_SEED, components=True), work, config, progress=progress, helpers=[perceptual])
+    return checkpoint
 
+
+CODE_GAIN = 10.0
+
+
+def _start_from(pair: AutoencoderPair, init: Path) -> None:
+    """E0 and G from an earlier autoencoder fit (what it lacks, the probe, starts fresh), with E0's
+    shared-code layer scaled by CODE_GAIN. The first run's codes spread only 0.1 per dimension
+    (StyleGAN's W spreads ~1), so every style of the synthesis varied by ~5% between images: the
+    generator was nearly unconditional and drew one blurred face. Adam moves each weight by about
+    its learning rate per step, so the fit itself would take thousands of steps to grow them."""
+    state = strip_prefix(load_file(str(init)), "module.")
+    missing, unexpected = pair.load_state_dict(state, strict=False)
+    foreign = unexpected + [key for key in missing if not key.startswith("probe.")]
+    if foreign:
+        raise TrainingError(f"{init}: not an autoencoder fit of the demo's E0 and G (keys {foreign[:4]})")
+    with torch.no_grad():
+        shared = pair.encoder.styles[0].linear
+        shared.weight.mul_(CODE_GAIN)
+        shared.bias.mul_(CODE_GAIN)
 
 CODES = 20000
 
@@ -250,18 +274,29 @@ BRANCH_STEPS = 6000
 @click.option("--steps", type=click.IntRange(1), help="Override the stage's number of steps.")
 @click.option("--assets", type=click.Path(file_okay=False, path_type=Path), default=ASSETS, show_default=True,
               help="Where the bundle stage writes (a candidate folder, or the package's assets).")
-def main(stage: str, work: Path, steps: int | None, assets: Path) -> None:
+@click.option("--init", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="autoencoder: start a new fit from the E0 and G of this earlier fitting checkpoint.")
+def main(stage: str, work: Path, steps: int | None, assets: Path, init: Path | None) -> None:
     """Build (or continue building) one STAGE of the demo models."""
+    if init is not None and stage != "autoencoder":
+        raise click.UsageError("--init applies to the autoencoder stage only")
+    if stage == "autoencoder":
+        click.echo(f"autoencoder: {build_autoencoder(work, _config(stage, steps), init=init)}")
+        return
     if stage == "bundle":
         click.echo(f"bundle: {build_bundle(work, assets=assets)}")
         return
     if stage in BRANCH_WIDTHS:
         click.echo(f"{stage}: {build_branch(stage, work, steps or BRANCH_STEPS)}")
         return
+    click.echo(f"{stage}: {STAGES[stage](work, _config(stage, steps))}")
+
+
+def _config(stage: str, steps: int | None) -> FitConfig | None:
     config = getattr(Plan(), stage, None)
     if steps is not None and config is not None:
-        config = FitConfig(**{**config.__dict__, "steps": steps})
-    click.echo(f"{stage}: {STAGES[stage](work, config)}")
+        config = replace(config, steps=steps)
+    return config
 
 
 if __name__ == "__main__":

@@ -2,36 +2,55 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import regression_targets
-from warpres.demo.renderer import render
+from warpres.demo.renderer import render, render_with_masks
 from warpres.images import to_model_input
+
+FACIAL_COMPONENTS = ("eyes", "mouth")
+COMPONENT_MARGIN = 2  # pixels at 128: an edit of the mouth's shape moves it past its own outline
+
+
+def component_mask(masks: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """float32 (1, size, size): 1 on the eyes and the mouth and a margin around them, else 0."""
+    union = np.logical_or.reduce([masks[name] for name in FACIAL_COMPONENTS]).astype(np.uint8)
+    radius = max(1, round(COMPONENT_MARGIN * size / 128))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(union, kernel)[None].astype(np.float32)
 
 
 class RenderedFaces(Dataset):
-    """Item k: image (3, size, size) in [-1, 1], its latent z (D,), its regression targets (T,).
+    """Item k: image (3, size, size) in [-1, 1], its latent z (D,), its regression targets (T,)
+    and, with `components`, the :func:`component_mask` of its eyes and mouth (1, size, size).
 
     `count` bounds the stream (a held-out set); None leaves it endless (read it with a sampler).
     """
 
-    def __init__(self, seed: int, size: int = 128, count: int | None = None) -> None:
+    def __init__(self, seed: int, size: int = 128, count: int | None = None, components: bool = False) -> None:
         self.seed = seed
         self.size = size
         self.count = count
+        self.components = components
 
     def __len__(self) -> int:
         if self.count is None:
             raise TypeError("an endless RenderedFaces stream has no length")
         return self.count
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, ...]:
         if self.count is not None and not 0 <= k < self.count:
             raise IndexError(k)
         z, seeds = sample_latent(np.random.default_rng([self.seed, k]))
         params = params_from_latent(z, seeds)
-        image = to_model_input(render(params, self.size), self.size)[0]
-        return torch.from_numpy(image), torch.from_numpy(z), torch.from_numpy(regression_targets(params))
+        if self.components:
+            pixels, masks = render_with_masks(params, self.size)
+        else:
+            pixels, masks = render(params, self.size), None
+        item = (torch.from_numpy(to_model_input(pixels, self.size)[0]), torch.from_numpy(z),
+                torch.from_numpy(regression_targets(params)))
+        return item if masks is None else (*item, torch.from_numpy(component_mask(masks, self.size)))
