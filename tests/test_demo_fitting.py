@@ -15,6 +15,8 @@ from warpres.demo.encoder import (
     DELTA_WEIGHT,
     PROBE_WEIGHT,
     PROBED_TARGETS,
+    SPREAD,
+    SPREAD_WEIGHT,
     AutoencoderObjective,
     AutoencoderPair,
     new_encoder,
@@ -97,9 +99,10 @@ def test_the_autoencoder_objective_trains_e0_the_synthesis_and_the_probe_togethe
     torch.testing.assert_close(terms["delta"], (wplus[:, 1:] - wplus[:, :1]).square().mean())
     expected_probe = (probed - targets[:, [TARGET_NAMES.index(n) for n in PROBED_TARGETS]]).square().mean()
     torch.testing.assert_close(terms["probe"], expected_probe)
+    torch.testing.assert_close(terms["spread"], (SPREAD - codes.std(dim=0)).clamp(min=0).mean())
     emphasis = COMPONENT_WEIGHT * terms["components"] * components.mean()
     torch.testing.assert_close(terms["loss"], terms["l1"] + emphasis + PROBE_WEIGHT * terms["probe"]
-                               + DELTA_WEIGHT * terms["delta"])
+                               + SPREAD_WEIGHT * terms["spread"] + DELTA_WEIGHT * terms["delta"])
     trained = [*pair.encoder.parameters(), *pair.generator.synthesis.parameters(), *pair.probe.parameters()]
     assert all(p.grad is not None for p in trained)
     assert all(p.grad is None for p in pair.generator.mapping.parameters())  # fitted afterwards

@@ -61,7 +61,7 @@ class Plan:
     # the first run (reconstruction only; plans of 3,000 then 12,000 steps by a warm restart) had
     # blurred faces without mouths at step 4,000 (L1 0.142); this run starts from its step 3,000
     # (`--init`, codes scaled up) with the component emphasis and the attribute probe
-    autoencoder: FitConfig = FitConfig(steps=3000, batch_size=16, lr=3e-4)
+    autoencoder: FitConfig = FitConfig(steps=1500, batch_size=16, lr=3e-4)
 
 def _result(work: Path, name: str) -> Path:
     return work / f"{name}.safetensors"
