@@ -59,9 +59,11 @@ class Plan:
     # ran as an 800-step plan first (smile MAE 0.48, i.e. unread), then continued by a warm restart
     regressor: FitConfig = FitConfig(steps=3000, batch_size=16, lr=1e-3)
     # the first run (reconstruction only; plans of 3,000 then 12,000 steps by a warm restart) had
-    # blurred faces without mouths at step 4,000 (L1 0.142); this run starts from its step 3,000
-    # (`--init`, codes scaled up) with the component emphasis and the attribute probe
+    # blurred faces without mouths at step 4,000 (L1 0.142); the current run has the component
+    # emphasis, the probe and the spread hinge, and began (`--init`, codes scaled up) from the
+    # step 500 of a run that had begun from the first run's step 3,000
     autoencoder: FitConfig = FitConfig(steps=1500, batch_size=16, lr=3e-4)
+
 
 def _result(work: Path, name: str) -> Path:
     return work / f"{name}.safetensors"
@@ -117,8 +119,8 @@ def _start_from(pair: AutoencoderPair, init: Path) -> None:
     """E0 and G from an earlier autoencoder fit (what it lacks, the probe, starts fresh), with E0's
     shared-code layer scaled by CODE_GAIN. The first run's codes spread only 0.1 per dimension
     (StyleGAN's W spreads ~1), so every style of the synthesis varied by ~5% between images: the
-    generator was nearly unconditional and drew one blurred face. Adam moves each weight by about
-    its learning rate per step, so the fit itself would take thousands of steps to grow them."""
+    generator was nearly unconditional and drew one blurred face. The gain starts the codes near
+    the spread that the objective's hinge then keeps."""
     state = strip_prefix(load_file(str(init)), "module.")
     missing, unexpected = pair.load_state_dict(state, strict=False)
     foreign = unexpected + [key for key in missing if not key.startswith("probe.")]
@@ -128,6 +130,7 @@ def _start_from(pair: AutoencoderPair, init: Path) -> None:
         shared = pair.encoder.styles[0].linear
         shared.weight.mul_(CODE_GAIN)
         shared.bias.mul_(CODE_GAIN)
+
 
 CODES = 20000
 
