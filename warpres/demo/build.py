@@ -76,7 +76,7 @@ def _save_result(work: Path, name: str, module: torch.nn.Module) -> Path:
     return path
 
 
-_MADE_BY = {"codes": "mapping", "inversion": "mapping"}
+_MADE_BY = {"codes": "mapping", "inversion": "mapping", "autoencoder.fit": "autoencoder"}
 
 
 def _require(work: Path, name: str) -> Path:
@@ -138,9 +138,7 @@ CODES = 20000
 def build_mapping(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
     """E0's codes of CODES labelled renders (WORK/codes.safetensors), the mapping network fitted
     onto them, and the result: WORK/inversion.safetensors (E0 + G)."""
-    fitted = work / "autoencoder.fit.safetensors"
-    if not fitted.exists():
-        raise TrainingError(f"{fitted} is missing: build the autoencoder stage first")
+    fitted = _require(work, "autoencoder.fit")
     pair: AutoencoderPair = load_fitted(fitted, AutoencoderPair(new_encoder(), new_generator()))
     step = fitted_step(fitted)
     codes_path = work / "codes.safetensors"

@@ -96,8 +96,7 @@ class AutoencoderObjective:
         if self.perceptual is not None:
             terms["perceptual"] = self.perceptual(F.adaptive_avg_pool2d(output, PERCEPTUAL_SIZE),
                                                   F.adaptive_avg_pool2d(images, PERCEPTUAL_SIZE))
-        # the components' L1 counted COMPONENT_WEIGHT more times than in the plain mean
-        emphasis = COMPONENT_WEIGHT * terms["components"] * components.mean()
+        emphasis = COMPONENT_WEIGHT * (error * components).mean()  # their L1, counted COMPONENT_WEIGHT more times
         terms["loss"] = (terms["l1"] + emphasis + PROBE_WEIGHT * terms["probe"] + SPREAD_WEIGHT * terms["spread"]
                          + DELTA_WEIGHT * terms["delta"] + PERCEPTUAL_WEIGHT * terms.get("perceptual", 0.0))
         return terms
