@@ -15,26 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from warpres.images import to_uint8
-from warpres.runtime.backends.base import Backend
-from warpres.stages import Stage
-
-
-class TimedBackend:
-    """Wraps a backend and records the wall time of every stage call (seconds)."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.times: dict[str, list[float]] = defaultdict(list)
-
-    def run(self, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        outputs = self.inner.run(stage, feeds)
-        self.times[stage.name].append(time.perf_counter() - start)
-        return outputs
-
-    def reset(self) -> None:
-        self.times.clear()
 
 
 @dataclass
@@ -75,28 +55,25 @@ def fixed_latent_shift(dim: int, norm: float = 3.0, seed: int = 0):
 
 
 def measure(session, images: np.ndarray, edits, *, iterations: int = 3, warmup: int = 1) -> Measurement:
-    """Time `iterations` full edits and cached re-edits of `images` (float model input)."""
-    timed = TimedBackend(session.backend)
-    session.backend = timed
-    try:
-        for _ in range(warmup):
-            session.edit(session.invert(images), edits)
-        full, cached, per_stage = [], [], defaultdict(list)
-        for _ in range(iterations):
-            session.cache.clear()
-            timed.reset()
-            start = time.perf_counter()
-            inversion = session.invert(images)
-            output = session.edit(inversion, edits)
-            full.append(time.perf_counter() - start)
-            for name, times in timed.times.items():
-                per_stage[name].append(sum(times))
-            start = time.perf_counter()
-            session.edit(inversion, edits)
-            cached.append(time.perf_counter() - start)
-    finally:
-        session.backend = timed.inner
-    return Measurement(timed.name, len(images), float(np.median(full)), float(np.median(cached)),
+    """Time `iterations` full edits and cached re-edits of `images` (float model input). Stage
+    times come from the session's device: wall time on the CPU, CUDA events on the GPU."""
+    device = session.device
+    for _ in range(warmup):
+        session.edit(session.invert(images), edits)
+    full, cached, per_stage = [], [], defaultdict(list)
+    for _ in range(iterations):
+        session.cache.clear()
+        device.start_timing()
+        start = time.perf_counter()
+        inversion = session.invert(images)
+        output = session.edit(inversion, edits)
+        full.append(time.perf_counter() - start)
+        for name, times in device.stop_timing().items():
+            per_stage[name].append(sum(times))
+        start = time.perf_counter()
+        session.edit(inversion, edits)
+        cached.append(time.perf_counter() - start)
+    return Measurement(device.name, len(images), float(np.median(full)), float(np.median(cached)),
                        {name: float(np.median(times)) for name, times in per_stage.items()}, to_uint8(output))
 
 

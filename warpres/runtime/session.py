@@ -1,11 +1,13 @@
 """Session: invert once, edit many times, on any backend (ARCHITECTURE §1, §3).
 
-The session owns the stage graph and the per-image cache; a backend only runs one stage.
+The session owns the stage graph, the chunking and the per-image cache; a backend only runs one
+stage, on a device (warpres.runtime.device) whose tensors stay where the backend computes them.
 `invert` runs everything that depends on the image alone (encoder, synthesis head of the
 original latent, E1) and caches it; every `edit` of those images reruns only the head of the
 edited latent, the flow (WarpRes), the fuse and the tail. The cache is an LRU bounded in bytes:
 an evicted image is recomputed from the encoder input its handle keeps, so a handle never
-goes stale and memory stays bounded.
+goes stale and memory stays bounded. Cache entries live on the device (GPU memory under
+TensorRT), so a re-edit uploads only the edited W+ and downloads only the image.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from warpres.errors import BackendError, EditError, ImageError, WarpresError
 from warpres.files import cache_root
 from warpres.images import to_model_input, to_uint8
 from warpres.runtime.backends.base import Backend
+from warpres.runtime.device import Device, HostDevice, Pending, Tensor
 from warpres.stages import (
     ENCODER,
     FLOW,
@@ -182,6 +185,8 @@ class Session:
         self._id = next(_session_ids)
         self._keys = itertools.count()
         self.backend, self.info, own_directions, self.backend_reason = _open(model, backend, precision, export_cache)
+        # the TensorRT backend keeps tensors on the GPU; a CPU backend's live on the host
+        self.device: Device = getattr(self.backend, "device_layer", None) or HostDevice(self.backend)
         self.directions = _merge_directions(own_directions, directions)
         self._stages = {stage.name: stage for stage in self.info.stages}
 
@@ -197,42 +202,53 @@ class Session:
         chunk of up to max_batch images, in input order.
         """
         encoder_input, output = self._encoder_input(images)
+        device, pipeline = self.device, 0  # W+ comes back to the host per chunk, so chunks run in order
         handles: list[ImageHandle] = []
         for start in range(0, len(encoder_input), self.max_batch):
             chunk = encoder_input[start:start + self.max_batch]
-            encoded = self._run(ENCODER, {"image": chunk})
-            wplus = encoded["wplus"]
+            encoded = device.run(ENCODER, {"image": device.upload(chunk, "image", pipeline)}, pipeline)
+            wplus_tensor = encoded["wplus"]
+            wplus = self._collect(device.download(wplus_tensor, "wplus", pipeline), ENCODER, "wplus")
             if latent_filter is not None:
                 wplus = self._checked_latents(latent_filter(wplus.copy()), wplus.shape, "latent_filter")
-            cached = self._per_image(wplus, encoded["enc_feat"])
-            for index in range(len(chunk)):
-                # copies, so one cached image never keeps its whole batch alive
+                wplus_tensor = device.upload(wplus, "wplus", pipeline)
+            entries = self._split(self._per_image(wplus_tensor, encoded["enc_feat"], pipeline), len(chunk), pipeline)
+            for index, entry in enumerate(entries):
+                # copies, so one handle never keeps its whole batch alive
                 handle = ImageHandle(next(self._keys), self._id, chunk[index].copy(), wplus[index].copy(), output,
                                      self.channels)
-                self.cache.put(handle.key, {name: array[index].copy() for name, array in cached.items()})
+                self.cache.put(handle.key, entry)
                 handles.append(handle)
         return Inversion(tuple(handles), output, self.channels)
 
-    def _per_image(self, wplus: np.ndarray, enc_feat: np.ndarray) -> dict[str, np.ndarray]:
+    def _per_image(self, wplus: Tensor, enc_feat: Tensor, pipeline: int) -> dict[str, Tensor]:
         """enc_feat, the head of the original latent, and E1's residual: (B, ...) each."""
-        cached = {"enc_feat": enc_feat, **self._run(SYNTHESIS_HEAD, {"wplus": wplus})}
+        cached = {"enc_feat": enc_feat, **self.device.run(SYNTHESIS_HEAD, {"wplus": wplus}, pipeline)}
         if RESIDUAL_ENCODER.name in self._stages:
-            cached |= self._run(RESIDUAL_ENCODER, {"enc_feat": enc_feat, "feat": cached["feat"]})
+            cached |= self.device.run(RESIDUAL_ENCODER, {"enc_feat": enc_feat, "feat": cached["feat"]}, pipeline)
         return cached
 
-    def _cached(self, handles: Sequence[ImageHandle]) -> dict[str, np.ndarray]:
-        """The cached tensors of `handles`, stacked (B, ...); evicted ones are recomputed."""
-        entries: list[dict[str, np.ndarray] | None] = [self.cache.get(h.key) for h in handles]
+    def _split(self, batched: dict[str, Tensor], count: int, pipeline: int) -> list[dict[str, Tensor]]:
+        """Per-image cache entries (owned copies) of batched tensors."""
+        columns = {name: self.device.split(tensor, pipeline) for name, tensor in batched.items()}
+        return [{name: column[index] for name, column in columns.items()} for index in range(count)]
+
+    def _cached(self, handles: Sequence[ImageHandle], pipeline: int) -> dict[str, Tensor]:
+        """The cached tensors of `handles`, batched (B, ...) on `pipeline`; evicted ones are recomputed."""
+        device = self.device
+        entries: list[dict[str, Tensor] | None] = [self.cache.get(h.key) for h in handles]
         missing = [i for i, entry in enumerate(entries) if entry is None]
         if missing:
             log.debug("recomputing %d evicted cache entries", len(missing))
-            images = np.stack([handles[i].image for i in missing])
-            wplus = np.stack([handles[i].wplus for i in missing])
-            recomputed = self._per_image(wplus, self._run(ENCODER, {"image": images})["enc_feat"])
-            for j, i in enumerate(missing):
-                entries[i] = {name: array[j].copy() for name, array in recomputed.items()}
-                self.cache.put(handles[i].key, entries[i])
-        return {name: np.stack([entry[name] for entry in entries]) for name in entries[0]}
+            images = device.upload(np.stack([handles[i].image for i in missing]), "image", pipeline)
+            wplus = device.upload(np.stack([handles[i].wplus for i in missing]), "wplus", pipeline)
+            enc_feat = device.run(ENCODER, {"image": images}, pipeline)["enc_feat"]
+            recomputed = self._split(self._per_image(wplus, enc_feat, pipeline), len(missing), pipeline)
+            for i, entry in zip(missing, recomputed, strict=True):
+                entries[i] = entry
+                self.cache.put(handles[i].key, entry)
+        return {name: device.gather([entry[name] for entry in entries], f"cached.{name}", pipeline)
+                for name in entries[0]}
 
     # -- edit ---------------------------------------------------------------------------------
 
@@ -282,32 +298,44 @@ class Session:
         return np.ascontiguousarray(wplus, dtype=np.float32)
 
     def _render(self, inversion: Inversion, wplus_edit: np.ndarray):
+        """Render in chunks of max_batch, round-robin over the device's pipelines: chunk i+1 is
+        uploaded and computed while chunk i is still computing or downloading."""
+        in_flight: deque[Pending] = deque()
         images = []
-        for start in range(0, len(inversion), self.max_batch):
+        for index, start in enumerate(range(0, len(inversion), self.max_batch)):
             part = slice(start, start + self.max_batch)
-            images.append(self._render_chunk(self._cached(inversion.handles[part]), wplus_edit[part]))
+            if len(in_flight) == self.device.pipelines:  # that pipeline's download slot is needed again
+                images.append(self._collect(in_flight.popleft(), SYNTHESIS_TAIL, "image"))
+            in_flight.append(self._render_chunk(inversion.handles[part], wplus_edit[part],
+                                                index % self.device.pipelines))
+        images.extend(self._collect(pending, SYNTHESIS_TAIL, "image") for pending in in_flight)
         return self._as_output(np.concatenate(images), inversion)
 
-    def _render_chunk(self, orig: dict[str, np.ndarray], wplus_edit: np.ndarray) -> np.ndarray:
-        edit = self._run(SYNTHESIS_HEAD, {"wplus": wplus_edit})
+    def _render_chunk(self, handles: Sequence[ImageHandle], wplus_edit: np.ndarray, pipeline: int) -> Pending:
+        device = self.device
+        orig = self._cached(handles, pipeline)
+        wplus = device.upload(wplus_edit, "wplus", pipeline)
+        edit = device.run(SYNTHESIS_HEAD, {"wplus": wplus}, pipeline)
         feat = edit["feat"]
         if FUSE_STYLERES.name in self._stages:
             feeds = {"residual": orig["residual"], "feat_edit": edit["feat"]}
             if FLOW.name in self._stages:
-                feeds["flow"] = self._run(FLOW, {"tap_quarter": orig["tap_quarter"], "tap_half": orig["tap_half"],
-                                                 "feat": orig["feat"], "tap_quarter_edit": edit["tap_quarter"],
-                                                 "tap_half_edit": edit["tap_half"], "feat_edit": edit["feat"]})["flow"]
-            feat = self._run(self._stages[FUSE_STYLERES.name], feeds)["feat_fused"]
-        return self._run(SYNTHESIS_TAIL, {"feat_fused": feat, "rgb": edit["rgb"], "wplus": wplus_edit})["image"]
+                feeds["flow"] = device.run(FLOW, {"tap_quarter": orig["tap_quarter"], "tap_half": orig["tap_half"],
+                                                  "feat": orig["feat"], "tap_quarter_edit": edit["tap_quarter"],
+                                                  "tap_half_edit": edit["tap_half"], "feat_edit": edit["feat"]},
+                                           pipeline)["flow"]
+            feat = device.run(self._stages[FUSE_STYLERES.name], feeds, pipeline)["feat_fused"]
+        image = device.run(SYNTHESIS_TAIL, {"feat_fused": feat, "rgb": edit["rgb"], "wplus": wplus}, pipeline)["image"]
+        return device.download(image, "image", pipeline)
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _run(self, stage: Stage, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.backend.run(stage, feeds)
-        for name in stage.outputs:
-            if not np.all(np.isfinite(outputs[name])):
-                raise BackendError(f"{self.backend.name}: stage {stage.name} produced NaN or inf in {name}")
-        return outputs
+    def _collect(self, pending: Pending, stage: Stage, name: str) -> np.ndarray:
+        """A finished download, checked: NaN or inf anywhere upstream ends up in it."""
+        array = pending.result()
+        if not np.all(np.isfinite(array)):
+            raise BackendError(f"{self.device.name}: stage {stage.name} produced NaN or inf in {name}")
+        return array
 
     def _as_inversion(self, value) -> Inversion:
         if isinstance(value, ImageHandle):
