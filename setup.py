@@ -29,6 +29,8 @@ setup(
         "train": ["torch>=2.5", "pyyaml>=6", "scikit-image>=0.22"],
         # The CPU runtime: OpenVINO (BF16/INT8 on AMX) and ONNX Runtime, the portable reference.
         "cpu": ["openvino>=2025.0", "onnxruntime>=1.20"],
+        # The GPU runtime (backend="tensorrt"): TensorRT and the CUDA runtime bindings it is driven through.
+        "tensorrt": ["tensorrt-cu13", "cuda-python>=13"],
         # TensorRT-RTX stands in for TensorRT's parser/builder on machines without a GPU; never a hard dependency.
         "tensorrt-test": ["tensorrt-rtx-cu13", "cuda-python"],
         # FP16 graphs via ModelOpt AutoCast: nvidia-modelopt without its [onnx] extra (which pulls onnxruntime-gpu

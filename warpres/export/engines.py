@@ -29,17 +29,18 @@ from tqdm.auto import tqdm
 from warpres.errors import BackendError, ExportError
 from warpres.files import atomic_path, sha256_file
 from warpres.runtime.engine_file import (
+    ENGINE_DIR,
     EngineHeader,
     EngineTarget,
     TensorRTInfo,
     encode_header,
+    engine_path,
     import_tensorrt,
 )
 from warpres.stages import open_model_folder
 
 logger = logging.getLogger(__name__)
 
-ENGINE_DIR = "engines"
 TIMING_CACHE_NAME = "timing.cache"
 PRECISIONS = ("fp32", "fp16")
 # (min, opt, max) batch: single edits, up to a short burst of video frames
@@ -198,11 +199,6 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     return header
 
 
-def engine_path_for(model_dir: str | os.PathLike[str], stage: str, precision: str) -> Path:
-    """`<model_dir>/engines/<stage>.<precision>.engine`."""
-    return Path(model_dir) / ENGINE_DIR / f"{stage}.{precision}.engine"
-
-
 def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "fp32",
                         profiles: Sequence[tuple[int, int, int]] = DEFAULT_PROFILES,
                         workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, refittable: bool = False,
@@ -225,7 +221,7 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
                 from warpres.export.fp16 import convert_fp16
 
                 source = convert_fp16(source, engine_dir / f"{stage.name}.fp16.onnx").destination
-            path = engine_path_for(folder.path, stage.name, precision)
+            path = engine_path(folder.path, stage.name, precision)
             start = time.perf_counter()
             build_engine(source, path, profiles=profiles, workspace_bytes=workspace_bytes,
                          timing_cache_path=engine_dir / TIMING_CACHE_NAME, refittable=refittable,

@@ -22,6 +22,7 @@ import warpres
 from warpres.errors import BackendError
 from warpres.runtime.gpu import cuda_devices
 
+ENGINE_DIR = "engines"
 MAGIC = b"WARPRES-TRT\x00"
 _LENGTH = struct.Struct("<I")
 HEADER_FORMAT_VERSION = 1
@@ -61,6 +62,11 @@ def current_compute_capability() -> str | None:
     return devices[0].sm if devices else None
 
 
+def engine_path(model_dir: str | os.PathLike[str], stage: str, precision: str) -> Path:
+    """Where a stage's engine lives: `<model_dir>/engines/<stage>.<precision>.engine`."""
+    return Path(model_dir) / ENGINE_DIR / f"{stage}.{precision}.engine"
+
+
 @dataclass(frozen=True)
 class EngineTarget:
     """What an engine is bound to: the TensorRT that built it and the GPU it was tuned for
@@ -82,7 +88,8 @@ class EngineTarget:
 class EngineHeader:
     """The JSON header in front of the plan. source_sha256: the exported stage graph the engine was
     built from (the manifest's pin), so an engine from another export is refused. profiles: one
-    (min, opt, max) batch per optimization profile, in profile order."""
+    (min, opt, max) batch per optimization profile, in profile order. embedded_plugins: the plugin
+    libraries serialized into the plan (native code that runs when it loads; refused by default)."""
 
     stage: str
     precision: str
@@ -90,12 +97,14 @@ class EngineHeader:
     source_sha256: str
     profiles: tuple[tuple[int, int, int], ...]
     refittable: bool
+    embedded_plugins: tuple[str, ...] = ()
     warpres_version: str = warpres.__version__
     format_version: int = HEADER_FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["profiles"] = [list(p) for p in self.profiles]
+        data["embedded_plugins"] = list(self.embedded_plugins)
         return data
 
     @classmethod
@@ -103,7 +112,9 @@ class EngineHeader:
         return cls(stage=data["stage"], precision=data["precision"], target=EngineTarget(**data["target"]),
                    source_sha256=data["source_sha256"],
                    profiles=tuple((int(a), int(b), int(c)) for a, b, c in data["profiles"]),
-                   refittable=bool(data["refittable"]), warpres_version=data["warpres_version"],
+                   refittable=bool(data["refittable"]),
+                   embedded_plugins=tuple(str(name) for name in data.get("embedded_plugins", ())),
+                   warpres_version=data["warpres_version"],
                    format_version=int(data["format_version"]))
 
 

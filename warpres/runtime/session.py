@@ -425,8 +425,8 @@ def _open(model, backend: str, precision, export_cache) -> tuple[Backend, ModelI
 
     if backend not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
-    if backend == "tensorrt":  # before a checkpoint is exported for nothing
-        raise BackendError(f"tensorrt is not available: {available()['tensorrt'].detail}")
+    if backend == "tensorrt" and not (status := available()["tensorrt"]).usable:  # before exporting for nothing
+        raise BackendError(f"tensorrt is not available: {status.detail}")
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():
@@ -468,7 +468,7 @@ def _open_folder(folder: ModelFolder, backend: str, precision) -> tuple[Backend,
     from warpres.runtime.backends import create_backend
 
     manifest = folder.manifest
-    if manifest.flavour != PORTABLE:
+    if manifest.flavour != PORTABLE and backend != "tensorrt":
         raise BackendError(f"{folder.path}: {manifest.flavour} graphs run on TensorRT only; export the portable "
                            f"flavour for ONNX Runtime and OpenVINO")
     info = ModelInfo(manifest.family, manifest.image_size, manifest.resolution, manifest.latent_shape)

@@ -1,16 +1,15 @@
 """Which backend runs an exported model folder: the registry, `auto` selection and the feed
 checks the ONNX backends share (ARCHITECTURE §3).
 
-`create_backend("auto", folder)` tries, in order: TensorRT engines on a GPU (a later issue; it
-reports why it is skipped and imports nothing), ONNX Runtime with the CUDA provider where a GPU
-exists, OpenVINO on the CPU, ONNX Runtime on the CPU. It returns the backend and a one-line
-reason for the caller to print.
+`create_backend("auto", folder)` tries, in order: TensorRT engines (`warpres build`) on a GPU,
+ONNX Runtime with the CUDA provider where a GPU exists, OpenVINO on the CPU, ONNX Runtime on the
+CPU. It returns the backend and a one-line reason for the caller to print.
 
 The torch backend runs the PyTorch model, not the exported graphs, so the registry does not
 create it: `warpres.runtime.session.Session` does (`backends.pytorch.TorchBackend`).
 
-Nothing here or in the ONNX backend modules imports torch, the exporter, onnxruntime or
-openvino at import time; a backend imports its package when it is created, and a missing
+Nothing here or in the backend modules imports torch, the exporter, onnxruntime, openvino,
+tensorrt or cuda-python at import time; a backend imports its package when it is created, and a missing
 package is a BackendError naming what to `pip install`.
 """
 
@@ -31,7 +30,10 @@ from warpres.stages import BATCH_AXIS, ModelFolder, Stage
 
 BACKEND_NAMES = ("auto", "tensorrt", "openvino", "onnxruntime", "torch")
 # The keyword options each ONNX backend takes besides `precision`.
-_OPTIONS = {"onnxruntime": ("device", "threads"), "openvino": ("cache_dir", "threads")}
+_OPTIONS = {"onnxruntime": ("device", "threads"), "openvino": ("cache_dir", "threads"),
+            "tensorrt": ("device_index", "pipelines", "cuda_graphs", "allow_embedded_plugins")}
+# Session precisions (f32 | bf16, CPU) -> the engine precision that honours them (None: the best built)
+_TENSORRT_PRECISION = {None: None, "f32": "fp32", "fp32": "fp32", "fp16": "fp16"}
 
 
 class Availability(NamedTuple):
@@ -108,9 +110,26 @@ def physical_cores() -> int:
 # -- what is usable here ----------------------------------------------------------------------
 
 def _tensorrt(folder: ModelFolder | None) -> Availability:
-    # The seam for the TensorRT issue: engines built from the folder's graphs, on a GPU. Until
-    # then nothing imports tensorrt.
-    return Availability(False, "no TensorRT engines (the TensorRT backend is not implemented yet)")
+    """A GPU first (never TensorRT without one), then an importable TensorRT, then built engines."""
+    from warpres.runtime.engine_file import import_tensorrt
+    from warpres.runtime.gpu import cuda_devices
+
+    report = cuda_devices()
+    if not report.devices:
+        return Availability(False, f"no GPU ({report.problem})")
+    try:
+        _, info = import_tensorrt()
+    except BackendError as exc:
+        return Availability(False, str(exc))
+    where = f"{info.flavour} {info.version} on {report.devices[0].name}"
+    if folder is None:
+        return Availability(True, where)
+    from warpres.runtime.backends.tensorrt import built_precisions
+
+    precisions = built_precisions(folder)
+    if not precisions:
+        return Availability(False, f"no engines in {folder.path}/engines (build them: warpres build {folder.path})")
+    return Availability(True, f"{where}, {'/'.join(precisions)} engines")
 
 
 def _onnxruntime(device: str = "cpu") -> Availability:
@@ -179,6 +198,12 @@ def _create(name: str, folder: ModelFolder, precision, options: dict) -> Backend
     unknown = sorted(set(options) - set(_OPTIONS[name]))
     if unknown:
         raise BackendError(f"{name} takes the options {', '.join(_OPTIONS[name])}; got {', '.join(unknown)}")
+    if name == "tensorrt":
+        if isinstance(precision, Mapping) or precision not in _TENSORRT_PRECISION:
+            raise BackendError(f"tensorrt runs fp16 or fp32 engines (one precision for all stages); got {precision!r}")
+        from warpres.runtime.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(folder, precision=_TENSORRT_PRECISION[precision], **options)
     if name == "onnxruntime":
         if not _precisions(precision) <= {"f32"}:
             raise BackendError(f"onnxruntime runs the graphs in f32 only; precision {precision!r} needs openvino")
@@ -194,10 +219,11 @@ def create_backend(name: str, folder: ModelFolder, *, precision: str | Mapping[s
                    **options) -> BackendChoice:
     """The backend `name` (one of BACKEND_NAMES but "torch") for an exported model folder.
 
-    precision: None (the backend's default: openvino bf16 where the CPU has it, else f32),
-    "f32", "bf16" (openvino only), or {stage name: precision} (openvino). options: device and
-    threads (onnxruntime), cache_dir and threads (openvino); auto passes each backend the ones
-    it takes and picks the device itself.
+    precision: None (the backend's default: tensorrt the best engines built, openvino bf16 where
+    the CPU has it, else f32), "f32", "bf16" (openvino only), "fp16" / "fp32" (tensorrt engines),
+    or {stage name: precision} (openvino). options: device and threads (onnxruntime), cache_dir
+    and threads (openvino), device_index, pipelines, cuda_graphs and allow_embedded_plugins
+    (tensorrt); auto passes each backend the ones it takes and picks the device itself.
     """
     if name not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
@@ -205,7 +231,9 @@ def create_backend(name: str, folder: ModelFolder, *, precision: str | Mapping[s
         raise BackendError("the torch backend runs the PyTorch model, not exported graphs; it is created by "
                            "warpres.runtime.session.Session from a checkpoint or an EditingModel")
     if name == "tensorrt":
-        raise BackendError(f"tensorrt is not available: {_tensorrt(folder).detail}")
+        status = _tensorrt(folder)
+        if not status.usable:
+            raise BackendError(f"tensorrt is not available: {status.detail}")
     if name != "auto":
         return BackendChoice(_create(name, folder, precision, options), "requested")
 
@@ -214,13 +242,17 @@ def create_backend(name: str, folder: ModelFolder, *, precision: str | Mapping[s
     unknown = sorted(set(options) - {option for names in _OPTIONS.values() for option in names})
     if unknown:
         raise BackendError(f"unknown backend options {', '.join(unknown)}")
-    skipped = [f"tensorrt: {_tensorrt(folder).detail}"]
-    candidates = (("onnxruntime", "cuda", lambda: _onnxruntime("cuda")), ("openvino", None, _openvino),
+    skipped = []
+    candidates = (("tensorrt", None, lambda: _tensorrt(folder)),
+                  ("onnxruntime", "cuda", lambda: _onnxruntime("cuda")), ("openvino", None, _openvino),
                   ("onnxruntime", "cpu", _onnxruntime))
     for candidate, device, probe in candidates:
         label = f"{candidate} {device.upper()}" if device else candidate
         if candidate == "onnxruntime" and not _precisions(precision) <= {"f32"}:
             skipped.append(f"{label}: runs f32 only, {precision!r} requested")
+            continue
+        if candidate == "tensorrt" and (isinstance(precision, Mapping) or precision not in _TENSORRT_PRECISION):
+            skipped.append(f"{label}: runs fp16 / fp32 engines, {precision!r} requested")
             continue
         status = probe()
         if not status.usable:

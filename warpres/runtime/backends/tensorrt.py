@@ -1,0 +1,336 @@
+"""The TensorRT backend: the engines `warpres build` wrote, run on one GPU through cuda-python.
+
+    session = Session("exported/warpres-ffhq", backend="tensorrt")          # fp16 engines if built
+
+`TensorRTDevice` is the session's device (warpres.runtime.device): each pipeline owns a
+non-blocking stream, one execution context per (stage, optimization profile) sharing the
+pipeline's scratch memory (its stages run in order, never at once), device buffers allocated
+once per (slot, shape) and reused, and pinned host buffers for uploads and downloads. Stage
+outputs are bound directly as the next stage's inputs (`set_tensor_address`); after one plain
+run of a (stage, shapes, addresses) binding, its `execute_async_v3` is captured as a CUDA graph
+and replayed, falling back to plain enqueues when capture fails. Cache entries are stream-ordered
+allocations with a ready event, so another pipeline waits for them on the GPU, not the host.
+
+Before anything touches TensorRT: a GPU must be visible to CUDA (a TensorRT Runtime made without
+one crashes the process later), every engine's header must match this TensorRT and this GPU, and
+its source hash the exported graph; engines that embed plugin libraries (host code) are refused
+unless the user opts in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from warpres.errors import BackendError
+from warpres.runtime import cuda
+from warpres.runtime.engine_file import (
+    EngineHeader,
+    EngineTarget,
+    check_engine_header,
+    engine_path,
+    import_tensorrt,
+    read_engine_header,
+)
+from warpres.runtime.gpu import cuda_devices
+from warpres.stages import ModelFolder, Stage
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp16", "fp32")  # the order auto prefers
+DEFAULT_PIPELINES = 2
+
+
+def built_precisions(folder: ModelFolder) -> list[str]:
+    """The precisions with an engine for every stage, fp16 first."""
+    return [precision for precision in PRECISIONS
+            if all(engine_path(folder.path, stage.name, precision).is_file() for stage in folder.manifest.stages)]
+
+
+def check_engines(folder: ModelFolder, precision: str, running: EngineTarget, *,
+                  allow_embedded_plugins: bool = False) -> dict[str, tuple[EngineHeader, int]]:
+    """Each stage's engine header and plan offset, after refusing what cannot run: a missing
+    engine, another TensorRT or GPU, another export (source hash), embedded plugin libraries
+    without the opt-in. Reads headers only; TensorRT is not touched."""
+    checked = {}
+    for stage in folder.manifest.stages:
+        path = engine_path(folder.path, stage.name, precision)
+        if not path.is_file():
+            raise BackendError(f"{path}: no {precision} engine for stage {stage.name}; "
+                               f"build them with `warpres build {folder.path} --precision {precision}`")
+        header, offset = read_engine_header(path)
+        check_engine_header(header, running, path)
+        if header.source_sha256 != folder.manifest.graphs[stage.name].sha256:
+            raise BackendError(f"{path}: built from another export of {stage.name} (source hash differs); "
+                               f"rebuild the engines with `warpres build {folder.path}`")
+        if header.embedded_plugins and not allow_embedded_plugins:
+            raise BackendError(f"{path}: the engine embeds plugin libraries ({', '.join(header.embedded_plugins)}), "
+                               f"which run as native code when it loads; pass allow_embedded_plugins=True "
+                               f"(--allow-embedded-plugins) only for engines you built yourself")
+        checked[stage.name] = (header, offset)
+    return checked
+
+
+@dataclass(eq=False)
+class CudaTensor:
+    """A float32 tensor in GPU memory: a slot buffer of a pipeline, or an owned cache entry
+    (`owner` set, `ready` recorded on `home` once its copy is done)."""
+
+    address: int
+    shape: tuple[int, ...]
+    owner: cuda.DeviceBuffer | None = None
+    ready: cuda.Event | None = None
+    home: cuda.Stream | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * int(np.prod(self.shape))
+
+
+class _Download:
+    def __init__(self, pinned: cuda.PinnedBuffer, shape: tuple[int, ...]) -> None:
+        self._pinned, self._shape = pinned, shape
+
+    def result(self) -> np.ndarray:
+        self._pinned.settle()
+        return self._pinned.view(self._shape).copy()
+
+
+@dataclass(eq=False)
+class _Pipeline:
+    stream: cuda.Stream
+    scratch: cuda.DeviceBuffer
+    contexts: dict[tuple[str, int], Any] = field(default_factory=dict)
+    slots: dict[tuple, cuda.DeviceBuffer] = field(default_factory=dict)
+    pinned: dict[tuple, cuda.PinnedBuffer] = field(default_factory=dict)
+    graphs: dict[tuple, cuda.CapturedGraph | None] = field(default_factory=dict)
+    warm: set[tuple] = field(default_factory=set)
+
+    def slot(self, key: tuple, shape: tuple[int, ...]) -> cuda.DeviceBuffer:
+        buffer = self.slots.get((key, shape))
+        if buffer is None:
+            buffer = self.slots[key, shape] = cuda.DeviceBuffer(shape)
+        return buffer
+
+    def host(self, key: tuple, nbytes: int) -> cuda.PinnedBuffer:
+        buffer = self.pinned.get((key, nbytes))
+        if buffer is None:
+            buffer = self.pinned[key, nbytes] = cuda.PinnedBuffer(nbytes)
+        return buffer
+
+
+class TensorRTDevice:
+    """The session's device on one GPU; see the module docstring."""
+
+    def __init__(self, folder: ModelFolder, *, precision: str | None = None, device_index: int = 0,
+                 pipelines: int = DEFAULT_PIPELINES, cuda_graphs: bool = True,
+                 allow_embedded_plugins: bool = False) -> None:
+        report = cuda_devices()  # before TensorRT: see the module docstring
+        if len(report.devices) <= device_index:
+            raise BackendError(f"TensorRT needs an NVIDIA GPU: {report.problem or f'no CUDA device {device_index}'}")
+        trt, info = import_tensorrt()
+        precision = precision or next(iter(built_precisions(folder)), None)
+        if precision not in PRECISIONS:
+            raise BackendError(f"{folder.path}: no complete set of engines (precision {precision!r}); "
+                               f"build them with `warpres build {folder.path}`")
+        cuda.check(cuda._runtime().cudaSetDevice(device_index), "cudaSetDevice")
+        gpu = report.devices[device_index]
+        running = EngineTarget(info.flavour, info.version, None if info.flavour == "tensorrt-rtx" else gpu.sm)
+        headers = check_engines(folder, precision, running, allow_embedded_plugins=allow_embedded_plugins)
+
+        self.name = f"tensorrt ({precision}, {gpu.name})"
+        self.precision = precision
+        self.pipelines = pipelines
+        self.cuda_graphs = cuda_graphs
+        self._trt = trt
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._runtime.engine_host_code_allowed = allow_embedded_plugins
+        self._engines: dict[str, Any] = {}
+        self._profiles: dict[str, tuple[tuple[int, int, int], ...]] = {}
+        for stage in folder.manifest.stages:
+            header, offset = headers[stage.name]
+            plan = engine_path(folder.path, stage.name, precision).read_bytes()[offset:]
+            engine = self._runtime.deserialize_cuda_engine(plan)
+            if engine is None:
+                raise BackendError(f"{engine_path(folder.path, stage.name, precision)}: TensorRT could not load the "
+                                   f"engine; rebuild it with `warpres build {folder.path}`")
+            _check_io(engine, stage, trt)
+            self._engines[stage.name] = engine
+            self._profiles[stage.name] = header.profiles
+        scratch_bytes = max(int(engine.device_memory_size_v2) for engine in self._engines.values())
+        self._lanes = [_Pipeline(cuda.Stream(), cuda.DeviceBuffer((max(1, -(-scratch_bytes // 4)),)))
+                       for _ in range(pipelines)]
+        self._timing: list[tuple[str, cuda.Event, cuda.Event]] | None = None
+
+    # -- the device contract ----------------------------------------------------------------
+
+    def upload(self, array: np.ndarray, slot: str, pipeline: int) -> CudaTensor:
+        lane = self._lanes[pipeline]
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        pinned = lane.host(("upload", slot), array.nbytes)
+        pinned.settle()  # its previous upload may still be reading it
+        pinned.view(array.shape)[...] = array
+        buffer = lane.slot(("upload", slot), array.shape)
+        cuda.copy_async(buffer.address, pinned.address, array.nbytes, "h2d", lane.stream)
+        pinned.done.record(lane.stream)
+        pinned.pending = True
+        return CudaTensor(buffer.address, array.shape)
+
+    def run(self, stage: Stage, feeds: Mapping[str, CudaTensor], pipeline: int) -> dict[str, CudaTensor]:
+        lane = self._lanes[pipeline]
+        batch = next(iter(feeds.values())).shape[0]
+        profile = self._profile_for(stage.name, batch)
+        context = self._context(lane, stage.name, profile)
+        binding = []
+        for name in stage.inputs:
+            tensor = feeds[name]
+            if not context.set_input_shape(name, tensor.shape):
+                raise BackendError(f"{self.name}: stage {stage.name} rejects input {name} of shape {tensor.shape}")
+            context.set_tensor_address(name, tensor.address)
+            binding.append((name, tensor.shape, tensor.address))
+        outputs = {}
+        for name in stage.outputs:
+            shape = tuple(context.get_tensor_shape(name))
+            buffer = lane.slot((stage.name, name), shape)
+            context.set_tensor_address(name, buffer.address)
+            binding.append((name, shape, buffer.address))
+            outputs[name] = CudaTensor(buffer.address, shape)
+        timing = (cuda.Event(timing=True).record(lane.stream),) if self._timing is not None else ()
+        self._enqueue(lane, context, (stage.name, profile, tuple(binding)), stage)
+        if timing:
+            self._timing.append((stage.name, timing[0], cuda.Event(timing=True).record(lane.stream)))
+        return outputs
+
+    def split(self, tensor: CudaTensor, pipeline: int) -> list[CudaTensor]:
+        lane = self._lanes[pipeline]
+        rows = []
+        row_shape = tensor.shape[1:]
+        row_bytes = tensor.nbytes // tensor.shape[0]
+        for index in range(tensor.shape[0]):
+            owner = cuda.DeviceBuffer(row_shape, stream=lane.stream)
+            cuda.copy_async(owner.address, tensor.address + index * row_bytes, row_bytes, "d2d", lane.stream)
+            rows.append(CudaTensor(owner.address, row_shape, owner=owner, home=lane.stream))
+        ready = cuda.Event().record(lane.stream)
+        for row in rows:
+            row.ready = ready
+        return rows
+
+    def gather(self, tensors: Sequence[CudaTensor], slot: str, pipeline: int) -> CudaTensor:
+        lane = self._lanes[pipeline]
+        shape = (len(tensors), *tensors[0].shape)
+        buffer = lane.slot(("gather", slot), shape)
+        foreign = [tensor for tensor in tensors if tensor.home is not lane.stream]
+        for ready in {id(t.ready): t.ready for t in foreign}.values():
+            lane.stream.wait(ready)
+        row_bytes = tensors[0].nbytes
+        for index, tensor in enumerate(tensors):
+            cuda.copy_async(buffer.address + index * row_bytes, tensor.address, row_bytes, "d2d", lane.stream)
+        if foreign:  # their memory is freed on their home stream: only after this copy
+            read = cuda.Event().record(lane.stream)
+            for tensor in foreign:
+                tensor.owner.uses.append(read)
+        return CudaTensor(buffer.address, shape)
+
+    def download(self, tensor: CudaTensor, slot: str, pipeline: int) -> _Download:
+        lane = self._lanes[pipeline]
+        pinned = lane.host(("download", slot), tensor.nbytes)
+        pinned.settle()
+        cuda.copy_async(pinned.address, tensor.address, tensor.nbytes, "d2h", lane.stream)
+        pinned.done.record(lane.stream)
+        pinned.pending = True
+        return _Download(pinned, tensor.shape)
+
+    def start_timing(self) -> None:
+        self._timing = []
+
+    def stop_timing(self) -> dict[str, list[float]]:
+        recorded, self._timing = self._timing or [], None
+        times: dict[str, list[float]] = defaultdict(list)
+        for name, start, end in recorded:
+            end.synchronize()
+            times[name].append(end.seconds_since(start))
+        return dict(times)
+
+    def synchronize(self) -> None:
+        for lane in self._lanes:
+            lane.stream.synchronize()
+
+    # -- engines, contexts, graphs ------------------------------------------------------------
+
+    def _profile_for(self, stage: str, batch: int) -> int:
+        for index, (low, _, high) in enumerate(self._profiles[stage]):
+            if low <= batch <= high:
+                return index
+        covered = ", ".join(f"{low}..{high}" for low, _, high in self._profiles[stage])
+        raise BackendError(f"{self.name}: the {stage} engine takes batches {covered}, not {batch}; run the "
+                           f"session with a smaller max_batch or rebuild with `warpres build --batch`")
+
+    def _context(self, lane: _Pipeline, stage: str, profile: int) -> Any:
+        context = lane.contexts.get((stage, profile))
+        if context is None:
+            engine = self._engines[stage]
+            context = engine.create_execution_context(self._trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if context is None:
+                raise BackendError(f"{self.name}: TensorRT could not create an execution context for {stage}")
+            # one pipeline's stages run one after another on its stream, so they can share scratch
+            context.set_device_memory(lane.scratch.address, lane.scratch.nbytes)
+            if not context.set_optimization_profile_async(profile, lane.stream.address):
+                raise BackendError(f"{self.name}: could not select profile {profile} of the {stage} engine")
+            lane.contexts[stage, profile] = context
+        return context
+
+    def _enqueue(self, lane: _Pipeline, context: Any, key: tuple, stage: Stage) -> None:
+        """Replay the binding's graph; capture it on its second run (the first may initialise
+        lazily, which capture must not record); plain enqueue when graphs are off or failed."""
+        graph = lane.graphs.get(key)
+        if graph is not None:
+            graph.launch(lane.stream)
+            return
+        if self.cuda_graphs and key in lane.warm and key not in lane.graphs:
+            graph = lane.graphs[key] = cuda.capture(lane.stream, lambda: context.execute_async_v3(lane.stream.address))
+            if graph is not None:
+                graph.launch(lane.stream)
+                return
+            log.info("%s: CUDA graph capture failed for %s; running it without a graph", self.name, stage.name)
+        if not context.execute_async_v3(lane.stream.address):
+            raise BackendError(f"{self.name}: TensorRT failed to enqueue stage {stage.name}")
+        lane.warm.add(key)
+
+
+def _check_io(engine: Any, stage: Stage, trt: Any) -> None:
+    """The engine's I/O must be the stage's, float32 (FP16 graphs keep float32 I/O)."""
+    names = {name: engine.get_tensor_mode(name)
+             for name in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))}
+    inputs = sorted(name for name, mode in names.items() if mode == trt.TensorIOMode.INPUT)
+    outputs = sorted(name for name, mode in names.items() if mode == trt.TensorIOMode.OUTPUT)
+    if inputs != sorted(stage.inputs) or outputs != sorted(stage.outputs):
+        raise BackendError(f"the {stage.name} engine has inputs {inputs} and outputs {outputs}; the stage needs "
+                           f"{sorted(stage.inputs)} -> {sorted(stage.outputs)}; rebuild the engines")
+    for name in names:
+        if engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
+            raise BackendError(f"the {stage.name} engine's {name} is {engine.get_tensor_dtype(name)}, not float32; "
+                               f"rebuild the engines with `warpres build`")
+
+
+class TensorRTBackend:
+    """The backend object the registry returns: `device_layer` is what the session runs on;
+    `run` is one stage on host arrays (upload, run, download), for checks such as `selftest`."""
+
+    def __init__(self, folder: ModelFolder, **options: Any) -> None:
+        self.device_layer = TensorRTDevice(folder, **options)
+        self.name = self.device_layer.name
+        self.folder = folder
+
+    def run(self, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        device = self.device_layer
+        tensors = {name: device.upload(np.asarray(array, dtype=np.float32), f"{stage.name}.{name}", 0)
+                   for name, array in feeds.items()}
+        outputs = device.run(stage, tensors, 0)
+        pending = {name: device.download(tensor, f"{stage.name}.{name}", 0) for name, tensor in outputs.items()}
+        return {name: download.result() for name, download in pending.items()}
