@@ -23,13 +23,14 @@ pytest.importorskip("onnxruntime")
 
 from warpres.errors import BackendError  # noqa: E402
 from warpres.export import export_model  # noqa: E402
-from warpres.runtime import cuda  # noqa: E402
+from warpres.runtime import cuda, engine_file, selftest  # noqa: E402
+from warpres.runtime import gpu as gpu_module  # noqa: E402
 from warpres.runtime.backends import tensorrt as trt_backend  # noqa: E402
 from warpres.runtime.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from warpres.runtime.engine_file import EngineHeader, EngineTarget, encode_header, engine_path  # noqa: E402
 from warpres.runtime.gpu import CudaDevice, CudaReport  # noqa: E402
 from warpres.runtime.session import Session  # noqa: E402
-from warpres.stages import ModelFolder  # noqa: E402
+from warpres.stages import ModelFolder, open_model_folder  # noqa: E402
 
 FAKE_TRT = EngineTarget("tensorrt", "11.4.0.106", "sm_90")
 PROFILES = ((1, 1, 1), (2, 2, 4))
@@ -206,6 +207,7 @@ class FakeTensorRT:
 
     def __init__(self, folder, cudart, ort) -> None:
         self.engines: dict[str, FakeEngine] = {}
+        self.ort = ort
         outer = self
 
         class Runtime:
@@ -247,18 +249,17 @@ def gpu(folder, monkeypatch):
     trt = FakeTensorRT(folder, cudart, OnnxRuntimeBackend(folder))
     monkeypatch.setattr(cuda, "_runtime", lambda: cudart)
     report = CudaReport((CudaDevice(0, "NVIDIA H100 (fake)", (9, 0), 80 << 30),), "13.0", "13.0", None)
-    monkeypatch.setattr(trt_backend, "cuda_devices", lambda: report)
     info = SimpleNamespace(flavour=FAKE_TRT.flavour, version=FAKE_TRT.version, major=11)
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: (trt, info))
+    for module in (trt_backend, gpu_module, engine_file, selftest):  # every place that asks
+        monkeypatch.setattr(module, "cuda_devices", lambda: report, raising=False)
+        monkeypatch.setattr(module, "import_tensorrt", lambda: (trt, info), raising=False)
     write_engines(folder)
     return SimpleNamespace(cudart=cudart, trt=trt)
 
 
 def _sessions(folder, max_batch: int = 1, **options):
     reference = Session(folder.path, backend="onnxruntime", max_batch=max_batch)
-    backend = trt_backend.TensorRTBackend(folder, **options)
-    session = Session(folder.path, backend="onnxruntime", max_batch=max_batch)
-    session.backend, session.device = backend, backend.device_layer
+    session = Session(folder.path, backend="tensorrt", max_batch=max_batch, backend_options=options)
     return reference, session
 
 
@@ -344,3 +345,49 @@ def test_without_a_gpu_tensorrt_is_never_imported(folder, monkeypatch):
     monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: pytest.fail("TensorRT imported without a GPU"))
     with pytest.raises(BackendError, match="needs an NVIDIA GPU: no usable CUDA device"):
         trt_backend.TensorRTBackend(folder)
+
+
+def _fake_build(path, precision, profiles, progress):
+    write_engines(open_model_folder(path), precision)
+
+
+def test_selftest_passes_when_every_stage_and_the_edit_match(gpu, folder):
+    report = selftest.run_selftest(folder.path, build=_fake_build, progress=False)
+    assert report.passed, report.render()
+    checked = {(check.precision, check.stage) for check in report.stages}
+    assert checked == {(p, stage.name) for p in ("fp32", "fp16") for stage in folder.manifest.stages}
+    assert report.image_psnr == {"fp32": float("inf"), "fp16": float("inf")}
+
+
+def test_selftest_fails_naming_the_stage_that_differs(gpu, folder, monkeypatch):
+    run = OnnxRuntimeBackend.run
+
+    def off_in_flow(self, stage, feeds):
+        outputs = run(self, stage, feeds)
+        return {name: value + 0.1 for name, value in outputs.items()} if stage.name == "flow" else outputs
+
+    monkeypatch.setattr(gpu.trt.ort, "run", off_in_flow.__get__(gpu.trt.ort))
+    report = selftest.run_selftest(folder.path, precisions=("fp16",), build=_fake_build, progress=False)
+    assert not report.passed
+    assert {check.stage for check in report.stages if not check.passed} == {"flow"}
+    assert "flow" in report.render() and "selftest FAILED" in report.render()
+
+
+def test_selftest_without_a_gpu_reports_it_and_fails(folder, monkeypatch):
+    monkeypatch.setattr(selftest, "cuda_devices", lambda: CudaReport((), None, None, "cuda-python is not installed"))
+    report = selftest.run_selftest(folder.path, progress=False)
+    assert not report.passed and report.problems == ["no GPU: cuda-python is not installed"]
+
+
+def test_bench_measures_tensorrt_with_and_without_cuda_graphs(gpu, folder):
+    from click.testing import CliRunner
+
+    from warpres.cli import main
+
+    result = CliRunner().invoke(main, ["bench", str(folder.path), "--backend", "tensorrt", "--batch", "1,2",
+                                       "--iterations", "1", "--no-reference"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| tensorrt")]
+    graphs = [row for row in rows if "no CUDA graphs" not in row]
+    assert len(graphs) == 4 and len(rows) == 8  # two batch sizes, run and stage tables
+    assert "no ONNX Runtime CUDA to compare with" in result.output

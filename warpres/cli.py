@@ -6,6 +6,7 @@ a batch that skipped bad inputs finishes the rest and exits 1 with a summary.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -309,36 +310,54 @@ def _batch_sizes(text: str) -> list[int]:
 @main.command()
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="Backend to measure.")
-@click.option("--precision", type=click.Choice(["f32", "bf16"]), default=None, help="Backend precision.")
-@click.option("--batch", "batches", default="1,4,16", help="Batch sizes to measure.")
+@click.option("--precision", type=click.Choice(["f32", "bf16", "fp16", "fp32"]), default=None,
+              help="Backend precision (f32 / bf16 on the CPU, fp16 / fp32 TensorRT engines).")
+@click.option("--batch", "batches", default=None, help="Batch sizes to measure [default: 1,4,16; tensorrt: 1,8,32].")
 @click.option("--iterations", type=click.IntRange(1), default=3, help="Timed iterations per batch size.")
 @click.option("--edit", "edit_spec", default=None, help="Edit to time (default: a fixed random W+ shift).")
 @click.option("--directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of edit directions, for --edit.")
 @click.option("--reference/--no-reference", default=True,
-              help="Also run PyTorch eager FP32 (MODEL must be a checkpoint) for speed-ups and PSNR.")
-def bench(model: Path, backend: str, precision: str | None, batches: str, iterations: int, edit_spec: str | None,
-          directions: Path | None, reference: bool) -> None:
-    """Measure full edits, cached re-edits and per-stage time of MODEL on a backend."""
+              help="Also run PyTorch eager FP32 (on the GPU when measuring tensorrt) for speed-ups and PSNR.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The checkpoint an exported MODEL came from, for the PyTorch reference.")
+def bench(model: Path, backend: str, precision: str | None, batches: str | None, iterations: int,
+          edit_spec: str | None, directions: Path | None, reference: bool, checkpoint: Path | None) -> None:
+    """Measure full edits (cold and warm), cached re-edits and per-stage time of MODEL on a backend.
+
+    With --backend tensorrt, also TensorRT without CUDA graphs and ONNX Runtime CUDA on the same GPU;
+    stage times are CUDA events there."""
     from warpres.benchmark import fixed_latent_shift, measure, stage_table, synthetic_images, table
+    from warpres.runtime.backends import available
     from warpres.runtime.session import Session
     from warpres.stages import is_model_folder
 
-    sizes = _batch_sizes(batches)
-    sessions = [Session(model, backend, precision=precision, directions=directions, max_batch=max(sizes))]
-    if reference and not is_model_folder(model) and (backend, precision or "f32") != ("torch", "f32"):
-        sessions.insert(0, Session(model, "torch", precision="f32", directions=directions, max_batch=max(sizes)))
-    elif reference and is_model_folder(model):
-        _warn("no PyTorch reference for an exported folder; give the checkpoint for speed-ups and PSNR")
+    gpu = backend == "tensorrt"
+    sizes = _batch_sizes(batches or ("1,8,32" if gpu else "1,4,16"))
+    open_session = functools.partial(Session, directions=directions, max_batch=max(sizes))
+    sessions = [open_session(model, backend, precision=precision)]
+    if gpu:
+        sessions.append(open_session(model, backend, precision=precision, backend_options={"cuda_graphs": False}))
+        ort_cuda = available()["onnxruntime"]
+        if "CUDA: yes" in ort_cuda.detail:
+            sessions.append(open_session(model, "onnxruntime", backend_options={"device": "cuda"}))
+        else:
+            _warn(f"no ONNX Runtime CUDA to compare with ({ort_cuda.detail})")
+    source = checkpoint or (None if is_model_folder(model) else model)
+    if reference and source is not None and (backend, precision or "f32") != ("torch", "f32"):
+        sessions.insert(0, open_session(source, "torch", precision="f32",
+                                        backend_options={"device": "cuda"} if gpu else None))
+    elif reference and source is None:
+        _warn("no PyTorch reference for an exported folder; give --checkpoint for speed-ups and PSNR")
     info = sessions[-1].info
     edits = edit_spec or fixed_latent_shift(info.latent_shape[1])
     rows, references = [], {}
     for session in sessions:
-        click.echo(f"measuring {session.backend.name}", err=True)
+        click.echo(f"measuring {session.device.name}", err=True)
         for size in sizes:
             row = measure(session, synthetic_images(size, info.image_size), edits, iterations=iterations)
             rows.append(row)
-            if session is sessions[0] and len(sessions) > 1:
+            if session is sessions[0] and len(sessions) > 1 and source is not None and reference:
                 references[size] = row
     click.echo(table(rows, references or None))
     click.echo()
@@ -494,6 +513,21 @@ def build(model_dir: Path, precision: str, batch: str | None, profiles: str | No
     paths = build_model_engines(model_dir, precision=precision, profiles=_profiles(batch, profiles),
                                 workspace_bytes=int(workspace * 2**30), refittable=refit)
     click.echo(f"built {len(paths)} {precision} engines in {paths[0].parent}")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16"]),
+              default=("fp32", "fp16"), help="Engine precisions to check (repeatable).")
+def selftest(model_dir: Path, precisions: tuple[str, ...]) -> None:
+    """Build small TensorRT engines for MODEL_DIR on this GPU, run every stage and a full edit on them and
+    compare with ONNX Runtime; exit 1 on any failure."""
+    from warpres.runtime.selftest import run_selftest
+
+    report = run_selftest(model_dir, precisions=precisions)
+    click.echo(report.render())
+    if not report.passed:
+        raise SystemExit(1)
 
 
 @main.command()

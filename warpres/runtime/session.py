@@ -169,12 +169,15 @@ class Session:
     directions: extra edit directions (a DirectionLibrary, a folder of official edit files or
     a folder written by DirectionLibrary.save), merged with the model folder's own.
     channels: order of uint8 pixels in and out ("bgr" takes OpenCV frames as they come).
+    backend_options: passed to the backend (warpres.runtime.backends.create_backend), e.g.
+    {"cuda_graphs": False} for tensorrt or {"device": "cuda"} for torch.
     """
 
     def __init__(self, model, backend: str = "auto", *, precision: str | Mapping[str, str] | None = None,
                  directions: DirectionLibrary | str | os.PathLike[str] | None = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
-                 channels: str = "rgb", export_cache: str | os.PathLike[str] | None = None) -> None:
+                 channels: str = "rgb", export_cache: str | os.PathLike[str] | None = None,
+                 backend_options: Mapping[str, object] | None = None) -> None:
         if channels not in CHANNEL_ORDERS:
             raise WarpresError(f"channels must be one of {CHANNEL_ORDERS}, got {channels!r}")
         if max_batch < 1:
@@ -184,7 +187,8 @@ class Session:
         self.cache = FeatureCache(cache_bytes)
         self._id = next(_session_ids)
         self._keys = itertools.count()
-        self.backend, self.info, own_directions, self.backend_reason = _open(model, backend, precision, export_cache)
+        self.backend, self.info, own_directions, self.backend_reason = _open(model, backend, precision, export_cache,
+                                                                             dict(backend_options or {}))
         # the TensorRT backend keeps tensors on the GPU; a CPU backend's live on the host
         self.device: Device = getattr(self.backend, "device_layer", None) or HostDevice(self.backend)
         self.directions = _merge_directions(own_directions, directions)
@@ -420,7 +424,8 @@ def _bgr_to_rgb(images):
 
 # -- opening a model --------------------------------------------------------------------------
 
-def _open(model, backend: str, precision, export_cache) -> tuple[Backend, ModelInfo, DirectionLibrary | None, str]:
+def _open(model, backend: str, precision, export_cache,
+          options: dict) -> tuple[Backend, ModelInfo, DirectionLibrary | None, str]:
     from warpres.runtime.backends import BACKEND_NAMES, available
 
     if backend not in BACKEND_NAMES:
@@ -435,36 +440,36 @@ def _open(model, backend: str, precision, export_cache) -> tuple[Backend, ModelI
             if backend == "torch":
                 raise BackendError(f"{path}: the torch backend runs PyTorch checkpoints; give the checkpoint "
                                    f"this folder was exported from, or pick an ONNX backend")
-            return _open_folder(open_model_folder(path), backend, precision)
+            return _open_folder(open_model_folder(path), backend, precision, options)
         if path.is_dir():
             raise WarpresError(f"{path}: a folder without manifest.json is not an exported model")
         if backend == "torch":
             from warpres.checkpoints import load_checkpoint
 
-            return _open_torch(load_checkpoint(path), precision)
-        return _open_folder(_exported_checkpoint(path, export_cache), backend, precision)
+            return _open_torch(load_checkpoint(path), precision, options)
+        return _open_folder(_exported_checkpoint(path, export_cache), backend, precision, options)
     if not hasattr(model, "generator") or not hasattr(model, "family"):
         raise WarpresError(f"model must be a model folder, a checkpoint path or an EditingModel, got "
                            f"{type(model).__name__}")
     if backend not in ("torch", "auto"):
         raise BackendError(f"an in-memory EditingModel runs on the torch backend; export it "
                            f"(warpres.export.export_model) to use {backend}")
-    return _open_torch(model, precision)
+    return _open_torch(model, precision, options)
 
 
-def _open_torch(model, precision) -> tuple[Backend, ModelInfo, None, str]:
+def _open_torch(model, precision, options: dict) -> tuple[Backend, ModelInfo, None, str]:
     from warpres.runtime.backends.pytorch import TorchBackend
 
     if model.encoder is None:
         raise WarpresError("this checkpoint has no encoder (a generator alone), so it cannot invert images")
     info = ModelInfo(model.family, model.encoder.config.input_size, model.generator.config.resolution,
                      (model.generator.num_ws, model.generator.config.w_dim))
-    backend = TorchBackend(model, precision=precision or "f32")
+    backend = TorchBackend(model, precision=precision or "f32", **options)
     return backend, info, None, "PyTorch eager reference"
 
 
-def _open_folder(folder: ModelFolder, backend: str, precision) -> tuple[Backend, ModelInfo, DirectionLibrary | None,
-                                                                        str]:
+def _open_folder(folder: ModelFolder, backend: str, precision,
+                 options: dict) -> tuple[Backend, ModelInfo, DirectionLibrary | None, str]:
     from warpres.runtime.backends import create_backend
 
     manifest = folder.manifest
@@ -472,7 +477,7 @@ def _open_folder(folder: ModelFolder, backend: str, precision) -> tuple[Backend,
         raise BackendError(f"{folder.path}: {manifest.flavour} graphs run on TensorRT only; export the portable "
                            f"flavour for ONNX Runtime and OpenVINO")
     info = ModelInfo(manifest.family, manifest.image_size, manifest.resolution, manifest.latent_shape)
-    instance, reason = create_backend(backend, folder, precision=precision)
+    instance, reason = create_backend(backend, folder, precision=precision, **options)
     directions = DirectionLibrary.load(folder.directions_path) if folder.directions_path else None
     return instance, info, directions, reason
 

@@ -143,7 +143,7 @@ class TensorRTDevice:
         running = EngineTarget(info.flavour, info.version, None if info.flavour == "tensorrt-rtx" else gpu.sm)
         headers = check_engines(folder, precision, running, allow_embedded_plugins=allow_embedded_plugins)
 
-        self.name = f"tensorrt ({precision}, {gpu.name})"
+        self.name = f"tensorrt ({precision}, {gpu.name}{'' if cuda_graphs else ', no CUDA graphs'})"
         self.precision = precision
         self.pipelines = pipelines
         self.cuda_graphs = cuda_graphs
