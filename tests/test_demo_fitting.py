@@ -20,6 +20,7 @@ from warpres.demo.encoder import (
     AutoencoderObjective,
     AutoencoderPair,
     new_encoder,
+    spread_shortfall,
 )
 from warpres.demo.fitting import FitConfig, fit
 from warpres.demo.generator import fit_mapping, new_generator
@@ -99,13 +100,22 @@ def test_the_autoencoder_objective_trains_e0_the_synthesis_and_the_probe_togethe
     torch.testing.assert_close(terms["delta"], (wplus[:, 1:] - wplus[:, :1]).square().mean())
     expected_probe = (probed - targets[:, [TARGET_NAMES.index(n) for n in PROBED_TARGETS]]).square().mean()
     torch.testing.assert_close(terms["probe"], expected_probe)
-    torch.testing.assert_close(terms["spread"], (SPREAD - codes.std(dim=0)).clamp(min=0).mean())
+    torch.testing.assert_close(terms["spread"], (SPREAD - codes.tanh().std(dim=0)).clamp(min=0).mean())
     emphasis = COMPONENT_WEIGHT * terms["components"] * components.mean()
     torch.testing.assert_close(terms["loss"], terms["l1"] + emphasis + PROBE_WEIGHT * terms["probe"]
                                + SPREAD_WEIGHT * terms["spread"] + DELTA_WEIGHT * terms["delta"])
     trained = [*pair.encoder.parameters(), *pair.generator.synthesis.parameters(), *pair.probe.parameters()]
     assert all(p.grad is not None for p in trained)
     assert all(p.grad is None for p in pair.generator.mapping.parameters())  # fitted afterwards
+
+
+def test_one_image_with_huge_codes_cannot_lift_the_spread_of_a_collapsed_batch():
+    collapsed = torch.zeros(16, 64)
+    collapsed[0] = 100.0
+    assert collapsed.std(dim=0).min() > SPREAD  # the raw spread would count it as spread out
+    assert float(spread_shortfall(collapsed)) > SPREAD - 0.26  # one of 16 lifts tanh's spread by <= 1/4
+    torch.manual_seed(0)
+    assert float(spread_shortfall(0.8 * torch.randn(256, 64))) < 0.02
 
 
 def test_a_new_autoencoder_fit_starts_from_an_earlier_e0_and_g_with_its_codes_scaled_up(tmp_path):
