@@ -186,7 +186,8 @@ def test_non_contiguous_feeds_are_accepted(exported, ov_cache):
 def test_available_reports_every_backend_and_why_not():
     report = available()
     assert set(report) == set(BACKEND_NAMES) - {"auto"}
-    assert not report["tensorrt"].usable and "not implemented" in report["tensorrt"].detail
+    if not nvidia_gpu_present():  # TensorRT is asked for only once CUDA lists a GPU
+        assert not report["tensorrt"].usable and report["tensorrt"].detail.startswith("no GPU (")
 
 
 def test_auto_picks_openvino_here(exported):
@@ -239,7 +240,7 @@ def test_auto_skips_onnxruntime_for_bf16(exported, monkeypatch):
 
 @pytest.mark.parametrize("name, options, message", [
     ("torch", {}, "created by warpres.runtime.session.Session"),
-    ("tensorrt", {}, "not implemented yet"),
+    ("tensorrt", {}, "tensorrt is not available: no (GPU|engines)"),
     ("tflite", {}, "unknown backend 'tflite'"),
     ("onnxruntime", {"precision": "bf16"}, "f32 only"),
     ("openvino", {"device": "cuda"}, "openvino takes the options cache_dir, threads; got device"),

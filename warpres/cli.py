@@ -50,10 +50,14 @@ def main(verbose: int) -> None:
 # -- shared options ---------------------------------------------------------------------------
 
 def _model_options(command):
+    command = click.option("--allow-embedded-plugins", is_flag=True,
+                           help="tensorrt: load engines that embed plugin libraries (native code; only engines "
+                                "you built).")(command)
     command = click.option("--max-batch", type=click.IntRange(1), default=8,
                            help="Images per backend call.")(command)
-    command = click.option("--precision", type=click.Choice(["f32", "bf16"]), default=None,
-                           help="Backend precision (default: the backend's; openvino: bf16 where the CPU has it).")(
+    command = click.option("--precision", type=click.Choice(["f32", "bf16", "fp16", "fp32"]), default=None,
+                           help="Backend precision (default: the backend's; openvino: bf16 where the CPU has it; "
+                                "tensorrt: fp16 / fp32 engines, the best built).")(
         command)
     command = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
                            help="What runs the graphs; auto: TensorRT on a GPU, ONNX Runtime CUDA, OpenVINO, "
@@ -66,10 +70,13 @@ def _model_options(command):
                         help="Checkpoint (any supported format) or exported model folder.")(command)
 
 
-def _open_session(model: Path, backend: str, precision: str | None, directions: Path | None, max_batch: int):
+def _open_session(model: Path, backend: str, precision: str | None, directions: Path | None, max_batch: int,
+                  allow_embedded_plugins: bool):
     from warpres.runtime.session import Session
 
-    session = Session(model, backend, precision=precision, directions=directions, max_batch=max_batch)
+    options = {"allow_embedded_plugins": True} if allow_embedded_plugins else None
+    session = Session(model, backend, precision=precision, directions=directions, max_batch=max_batch,
+                      backend_options=options)
     reason = session.backend_reason
     click.echo(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})", err=True)
     return session
@@ -127,8 +134,8 @@ def _outputs(edits: tuple[str, ...], sweep: str | None) -> list[_Output]:
 @click.option("--paste-back/--no-paste-back", default=True, help="With --align-faces: paste the edit into the frame.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the output PNGs (created if missing).")
-def edit(images, model, directions, backend, precision, max_batch, edits, sweep, align_faces, paste_back,
-         out_dir) -> None:
+def edit(images, model, directions, backend, precision, max_batch, allow_embedded_plugins, edits, sweep,
+         align_faces, paste_back, out_dir) -> None:
     """Edit IMAGES (files or folders) and write one PNG per image and --edit into OUTPUT."""
     from tqdm import tqdm
 
@@ -139,7 +146,7 @@ def edit(images, model, directions, backend, precision, max_batch, edits, sweep,
     _refuse_colliding_outputs(listing.paths, outputs)
     for warning in listing.skipped:
         _warn(warning)
-    session = _open_session(model, backend, precision, directions, max_batch)
+    session = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
     for output in outputs:  # unknown edit names fail before any work
         session.check_edits(output.edit_sets)
     cropper = _face_cropper(session.info.image_size) if align_faces else None
@@ -240,8 +247,8 @@ def _edit_batch(session, loaded: list[_Loaded], outputs: list[_Output], out_dir:
 @click.option("--align-faces", is_flag=True, help="Edit the largest face (Haar cascades) and paste it back.")
 @click.option("--compare", is_flag=True, help="Write input | edit side by side.")
 @click.option("--overlay/--no-overlay", default=True, help="Draw FPS and latency on the frames.")
-def video(model, directions, backend, precision, max_batch, camera, input_path, edits, output, show, smoothing,
-          align_faces, compare, overlay) -> None:
+def video(model, directions, backend, precision, max_batch, allow_embedded_plugins, camera, input_path, edits,
+          output, show, smoothing, align_faces, compare, overlay) -> None:
     """Edit a camera stream (--camera) or a video file (--input) frame by frame."""
     from tqdm import tqdm
 
@@ -253,7 +260,7 @@ def video(model, directions, backend, precision, max_batch, camera, input_path, 
         raise click.UsageError("nothing to do: give -o OUTPUT.mp4 and/or --show")
     if output is not None and output.suffix.lower() not in OUTPUT_CODECS:
         raise click.UsageError(f"{output}: video files end in {', '.join(OUTPUT_CODECS)}")
-    session = _open_session(model, backend, precision, directions, max_batch)
+    session = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
     session.check_edits([edits])
     smoother = LatentSmoother(smoothing)
     edit_frames = _frame_editor(session, list(edits), smoother, align_faces)

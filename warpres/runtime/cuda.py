@@ -34,6 +34,11 @@ def check(result: Any, call: str) -> Any:
     return values[0] if len(values) == 1 else (tuple(values) or None)
 
 
+def set_device(index: int) -> None:
+    """Make GPU `index` current for this thread (TensorRT deserialises onto the current device)."""
+    check(_runtime().cudaSetDevice(index), "cudaSetDevice")
+
+
 class Stream:
     """A non-blocking stream: it never synchronises with the legacy default stream, which TensorRT
     warns costs extra device synchronisation."""

@@ -138,7 +138,7 @@ class TensorRTDevice:
         if precision not in PRECISIONS:
             raise BackendError(f"{folder.path}: no complete set of engines (precision {precision!r}); "
                                f"build them with `warpres build {folder.path}`")
-        cuda.check(cuda._runtime().cudaSetDevice(device_index), "cudaSetDevice")
+        cuda.set_device(device_index)
         gpu = report.devices[device_index]
         running = EngineTarget(info.flavour, info.version, None if info.flavour == "tensorrt-rtx" else gpu.sm)
         headers = check_engines(folder, precision, running, allow_embedded_plugins=allow_embedded_plugins)
