@@ -391,3 +391,19 @@ def test_bench_measures_tensorrt_with_and_without_cuda_graphs(gpu, folder):
     graphs = [row for row in rows if "no CUDA graphs" not in row]
     assert len(graphs) == 4 and len(rows) == 8  # two batch sizes, run and stage tables
     assert "no ONNX Runtime CUDA to compare with" in result.output
+
+
+def test_doctor_reports_a_folders_engines_and_whether_they_run_here(gpu, folder):
+    from click.testing import CliRunner
+
+    from warpres.cli import main
+
+    write_engines(folder, embedded_plugins=("libwarpres_plugins.so",))
+    result = CliRunner().invoke(main, ["doctor", str(folder.path)])
+    assert result.exit_code == 0, result.output
+    assert "engines fp16    6 of 6 stages; tensorrt 11.4.0.106, sm_90; batch profiles [(1, 1, 1), (2, 2, 4)]; " \
+           "embedded plugins: libwarpres_plugins.so" in result.output
+    assert "match this TensorRT, this GPU and the exported graphs" in result.output
+    write_engines(folder, target=EngineTarget("tensorrt", "10.16.1.11", "sm_90"))
+    result = CliRunner().invoke(main, ["doctor", str(folder.path)])
+    assert "cannot run here:" in result.output and "was built by tensorrt 10.16.1.11" in result.output

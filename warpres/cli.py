@@ -538,10 +538,12 @@ def selftest(model_dir: Path, precisions: tuple[str, ...]) -> None:
 
 
 @main.command()
-def doctor() -> None:
-    """Report what this machine offers: GPU, driver, CUDA, TensorRT and the backends."""
+@click.argument("model_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def doctor(model_dir: Path | None) -> None:
+    """Report what this machine offers: GPU, driver, CUDA, TensorRT and the backends; with MODEL_DIR,
+    also its TensorRT engines (who built them, for which GPU, embedded plugins) and whether they run here."""
     from warpres.runtime.backends import available
-    from warpres.runtime.engine_file import import_tensorrt
+    from warpres.runtime.engine_file import EngineTarget, import_tensorrt
     from warpres.runtime.gpu import cuda_devices
 
     cuda = cuda_devices()
@@ -549,14 +551,48 @@ def doctor() -> None:
     lines += [f"GPU {d.index}           {d.name} ({d.sm}, {d.memory_bytes / 2**30:.0f} GiB)" for d in cuda.devices]
     if not cuda.devices:
         lines.append(f"GPU             none: {cuda.problem}")
+    running = None
     try:
         _, trt = import_tensorrt()
         lines.append(f"TensorRT        {trt.flavour} {trt.version}")
+        running = EngineTarget.current(trt)
     except WarpresError as exc:
         lines.append(f"TensorRT        not importable: {exc}")
     for name, availability in available().items():
         lines.append(f"{name:<15} {'yes' if availability.usable else 'no'}: {availability.detail}")
+    if model_dir is not None:
+        lines += _engine_report(model_dir, running)
     click.echo("\n".join(lines))
+
+
+def _engine_report(model_dir: Path, running) -> list[str]:
+    from warpres.runtime.backends.tensorrt import PRECISIONS, check_engines
+    from warpres.runtime.engine_file import engine_path, read_engine_header
+    from warpres.stages import open_model_folder
+
+    folder = open_model_folder(model_dir)
+    lines = []
+    for precision in PRECISIONS:
+        paths = [engine_path(folder.path, stage.name, precision) for stage in folder.manifest.stages]
+        present = [path for path in paths if path.is_file()]
+        if not present:
+            continue
+        headers = [read_engine_header(path)[0] for path in present]
+        header, target = headers[0], headers[0].target
+        plugins = sorted({name for each in headers for name in each.embedded_plugins})
+        lines.append(f"engines {precision:<7} {len(present)} of {len(paths)} stages; "
+                     f"{target.flavour} {target.version}, "
+                     f"{target.compute_capability or 'any GPU'}; batch profiles {list(header.profiles)}; "
+                     f"embedded plugins: {', '.join(plugins) or 'none'}")
+        if running is None:
+            lines.append("                not checked: TensorRT is not importable here")
+            continue
+        try:
+            check_engines(folder, precision, running, allow_embedded_plugins=True)
+            lines.append("                match this TensorRT, this GPU and the exported graphs")
+        except WarpresError as exc:
+            lines.append(f"                cannot run here: {exc}")
+    return lines or [f"engines         none in {folder.path}/engines (build them: warpres build {folder.path})"]
 
 
 @main.command()
