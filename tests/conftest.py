@@ -98,3 +98,19 @@ def tiny_editing_model(family: str, encoder_kind: str = "e4e") -> EditingModel:
 def images() -> torch.Tensor:
     torch.manual_seed(2)
     return torch.rand(2, 3, 64, 64) * 2 - 1
+
+
+@pytest.fixture(scope="session")
+def cmake_build(tmp_path_factory):
+    """The plugins' CMake project configured once per session (plugins/); skips without cmake or a C++ compiler."""
+    from tests.plugin_libraries import configure_plugins
+
+    return configure_plugins(tmp_path_factory.mktemp("plugins_build"))
+
+
+@pytest.fixture(scope="session")
+def reference(cmake_build):
+    """libwarpres_plugin_reference: the plugins' math on the CPU (tests.plugin_libraries.ReferenceLibrary)."""
+    from tests.plugin_libraries import ReferenceLibrary
+
+    return ReferenceLibrary(cmake_build.build("warpres_plugin_reference"))
