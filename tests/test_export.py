@@ -42,6 +42,7 @@ from warpres.stages import (
     ENCODER,
     FLOW,
     FUSE_WARPRES,
+    PORTABLE,
     RESIDUAL_ENCODER,
     SYNTHESIS_HEAD,
     SYNTHESIS_TAIL,
@@ -126,7 +127,7 @@ def replay_graphs_of(source: ModelFolder, alter: Callable[[onnx.ModelProto, str]
     same model (after `alter(proto, stage_name)`) instead of tracing: the rest of export_model
     (cleaning, validation, writing) runs for real, in a fraction of the time."""
 
-    def trace_stage(model, stage, inputs, opset=OPSET):
+    def trace_stage(model, stage, inputs, opset=OPSET, flavour=PORTABLE):
         proto = onnx.load(str(source.graph_path(stage)))
         alter(proto, stage.name)
         return proto

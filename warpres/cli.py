@@ -465,15 +465,19 @@ def train(config: Path, resume: str | None, steps: int | None, output: Path | No
 @click.option("--directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Edit directions to ship with the model (official edit files or a saved library).")
 @click.option("--validate/--no-validate", default=True, help="Compare every graph with PyTorch after export.")
-def export(checkpoint: Path, out_dir: Path, directions: Path | None, validate: bool) -> None:
-    """Export CHECKPOINT as ONNX subgraphs + manifest.json into OUTPUT (the portable flavour)."""
+@click.option("--flavour", type=click.Choice(["portable", "plugin"]), default="portable",
+              help="portable: standard ONNX ops (every backend); plugin: modulated convs and warps as warpres "
+                   "TensorRT plugin nodes (TensorRT only; build with --plugin-library).")
+def export(checkpoint: Path, out_dir: Path, directions: Path | None, validate: bool, flavour: str) -> None:
+    """Export CHECKPOINT as ONNX subgraphs + manifest.json into OUTPUT."""
     from warpres.checkpoints import load_checkpoint
     from warpres.edits import DirectionLibrary
     from warpres.export import export_model
 
     library = DirectionLibrary.open(directions) if directions is not None else None
-    folder = export_model(load_checkpoint(checkpoint), out_dir, directions=library, validate=validate)
-    click.echo(f"exported {folder.manifest.family} model to {out_dir} "
+    folder = export_model(load_checkpoint(checkpoint), out_dir, directions=library, validate=validate,
+                          flavour=flavour)
+    click.echo(f"exported {folder.manifest.family} model ({flavour}) to {out_dir} "
                f"({', '.join(stage.filename for stage in folder.manifest.stages)})")
 
 
@@ -501,24 +505,34 @@ def _profiles(batch: str | None, profiles: str | None) -> tuple[tuple[int, int, 
 
 @main.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp16",
-              help="fp16 converts each graph with ModelOpt AutoCast first (style, demodulation, clamps and "
-                   "grid math stay fp32).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+              help="fp16 (default for portable graphs) converts each graph with ModelOpt AutoCast first (style, "
+                   "demodulation, clamps and grid math stay fp32); plugin-flavour engines are fp32.")
 @click.option("--batch", help="One optimization profile MIN,OPT,MAX over the batch (default 1,1,8).")
 @click.option("--profiles", help="One profile per batch size, e.g. 1,8,32.")
 @click.option("--workspace", type=click.FloatRange(0.1), default=2.0, help="Builder workspace limit (GiB).")
 @click.option("--refit/--no-refit", default=False, help="Build refittable engines.")
-@click.option("--plugins", is_flag=True, help="Build the plugin flavour (custom modulated-conv and warp kernels).")
-def build(model_dir: Path, precision: str, batch: str | None, profiles: str | None, workspace: float, refit: bool,
-          plugins: bool) -> None:
+@click.option("--plugins", is_flag=True,
+              help="Build a plugin-flavour export (warpres export --flavour plugin) with the warpres plugin library.")
+@click.option("--plugin-library", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="WARPRES_PLUGIN_LIBRARY",
+              help="libwarpres_plugins.so (plugins/README.md), embedded into every engine.")
+def build(model_dir: Path, precision: str | None, batch: str | None, profiles: str | None, workspace: float,
+          refit: bool, plugins: bool, plugin_library: Path | None) -> None:
     """Build TensorRT engines for every stage of the exported MODEL_DIR (into MODEL_DIR/engines)."""
     from warpres.export.engines import build_model_engines
+    from warpres.stages import PLUGIN, open_model_folder
 
-    if plugins:
-        raise click.ClickException("the plugin flavour is not implemented yet: build the portable graphs "
-                                   "(TensorRT's native layers) without --plugins")
+    flavour = open_model_folder(model_dir).manifest.flavour
+    if plugins != (flavour == PLUGIN):
+        raise click.ClickException(
+            f"{model_dir} holds {flavour} graphs: "
+            + ("re-export with `warpres export --flavour plugin` to build with the plugins" if plugins
+               else "pass --plugins (and --plugin-library) to build them"))
+    precision = precision or ("fp32" if plugins else "fp16")
     paths = build_model_engines(model_dir, precision=precision, profiles=_profiles(batch, profiles),
-                                workspace_bytes=int(workspace * 2**30), refittable=refit)
+                                workspace_bytes=int(workspace * 2**30), refittable=refit,
+                                plugin_library=plugin_library if plugins else None)
     click.echo(f"built {len(paths)} {precision} engines in {paths[0].parent}")
 
 

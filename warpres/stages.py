@@ -24,7 +24,9 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "warpres-model"
 MANIFEST_VERSION = 1
 BATCH_AXIS = "batch"
-PORTABLE = "portable"  # standard ONNX ops only; "plugin" graphs (TensorRT custom nodes) come with TensorRT
+PORTABLE = "portable"  # standard ONNX ops only
+PLUGIN = "plugin"  # modulated convs and warps as TensorRT plugin nodes (plugins/): TensorRT only
+FLAVOURS = (PORTABLE, PLUGIN)
 DIRECTION_FILES = {"tensors": "directions.safetensors", "description": "directions.json"}
 
 

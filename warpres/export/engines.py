@@ -6,6 +6,12 @@
 Engine files carry a header (`warpres.runtime.engine_file`) that lets the runtime refuse an
 engine built by another TensorRT or for another GPU.
 
+A plugin-flavour folder (warpres.export.plugin_graph) builds against the warpres plugin library
+(plugins/, `libwarpres_plugins.so`): it is loaded into TensorRT's plugin registry so the ONNX
+parser finds the ModulatedConv / FlowWarp creators, and serialized into every engine, so an
+engine runs without the library installed, and is refused unless the user allows engines that
+embed plugins.
+
 TensorRT proper needs a GPU to build; TensorRT-RTX (`tensorrt_rtx`) also builds on a machine without
 one and stands in for it in tests. This module never creates a `Runtime`: without a GPU, TensorRT's
 Runtime constructor returns a broken object that crashes the process later.
@@ -37,7 +43,7 @@ from warpres.runtime.engine_file import (
     engine_path,
     import_tensorrt,
 )
-from warpres.stages import open_model_folder
+from warpres.stages import PLUGIN, PORTABLE, open_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,9 @@ PRECISIONS = ("fp32", "fp16")
 DEFAULT_PROFILES: tuple[tuple[int, int, int], ...] = ((1, 1, 8),)
 DEFAULT_WORKSPACE_BYTES = 2 << 30
 MIN_TENSORRT_MAJOR = 10
+PLUGIN_LIBRARY_ENV = "WARPRES_PLUGIN_LIBRARY"
+PLUGIN_BUILD_HINT = ("build it from the repository with `cmake -S . -B build -DTENSORRT_INCLUDE_DIR=<TensorRT>/include "
+                     "&& cmake --build build` (plugins/README.md)")
 
 @dataclass(frozen=True)
 class BuildFeatures:
@@ -110,6 +119,24 @@ def _parser_errors(parser: Any) -> list[str]:
     return messages
 
 
+_loaded_plugin_libraries: dict[Path, Any] = {}
+
+
+def load_plugin_library(trt: ModuleType, path: str | os.PathLike[str]) -> Path:
+    """Register the creators of the plugin library at `path` with TensorRT's plugin registry (once
+    per process: the registry refuses a second copy of a creator). Returns the resolved path."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ExportError(f"{path}: no plugin library there; {PLUGIN_BUILD_HINT}")
+    if path not in _loaded_plugin_libraries:
+        handle = trt.get_plugin_registry().load_library(str(path))
+        if handle is None:
+            raise ExportError(f"{path}: TensorRT could not load the plugin library (it must export getCreators; "
+                              f"was it built against this TensorRT's headers?)")
+        _loaded_plugin_libraries[path] = handle
+    return path
+
+
 def _profile_shapes(shape: Sequence[int], batches: tuple[int, int, int], name: str,
                     onnx_path: Path) -> list[tuple[int, ...]]:
     """(min, opt, max) shapes of one network input whose dim 0 is the dynamic batch."""
@@ -146,10 +173,12 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
                  workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
                  timing_cache_path: str | os.PathLike[str] | None = None, refittable: bool = False,
                  precision_tag: str = "fp32", stage: str | None = None,
-                 source_sha256: str | None = None) -> EngineHeader:
+                 source_sha256: str | None = None,
+                 plugin_library: str | os.PathLike[str] | None = None) -> EngineHeader:
     """Parse `onnx_path`, build a strongly typed engine with one optimization profile per
     (min, opt, max) batch in `profiles` (dim 0 of every input; the other dims are the graph's),
-    and write header + plan to `engine_path` atomically.
+    and write header + plan to `engine_path` atomically. A graph with plugin nodes needs
+    `plugin_library`, which is loaded first and serialized into the engine.
 
     precision_tag only labels the engine: the precision is the ONNX graph's tensor types.
     stage defaults to the file stem; source_sha256 (the stage graph the engine stands for, e.g.
@@ -164,6 +193,7 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     if refittable and not features.refit:
         raise ExportError(f"{info.flavour} {info.version} cannot build refittable engines")
     trt_logger = _collecting_logger(trt)
+    library = load_plugin_library(trt, plugin_library) if plugin_library is not None else None
     builder = trt.Builder(trt_logger)
     network = builder.create_network(features.network_flags)
     parser = trt.OnnxParser(network, trt_logger)
@@ -175,6 +205,8 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     if refittable:
         config.set_flag(trt.BuilderFlag.REFIT)
+    if library is not None:
+        config.plugins_to_serialize = [str(library)]
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     for batches in profiles:
         profile = builder.create_optimization_profile()
@@ -189,7 +221,7 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
                           + "\n  ".join(trt_logger.errors or ["(no error message)"]))
     header = EngineHeader(stage=stage or onnx_path.stem, precision=precision_tag, target=EngineTarget.current(info),
                           source_sha256=source_sha256 or sha256_file(onnx_path), profiles=profiles,
-                          refittable=refittable)
+                          refittable=refittable, embedded_plugins=(library.name,) if library is not None else ())
     with atomic_path(engine_path) as tmp, open(tmp, "wb") as handle:
         handle.write(encode_header(header))
         handle.write(memoryview(plan))
@@ -202,15 +234,19 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
 def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "fp32",
                         profiles: Sequence[tuple[int, int, int]] = DEFAULT_PROFILES,
                         workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, refittable: bool = False,
-                        progress: bool = True) -> list[Path]:
+                        progress: bool = True, plugin_library: str | os.PathLike[str] | None = None) -> list[Path]:
     """One engine per stage of the exported model folder, in stage order, written as
     `engines/<stage>.<precision>.engine` (timing cache: `engines/timing.cache`). For "fp16" each
     graph is first converted with warpres.export.fp16 to `engines/<stage>.fp16.onnx`; every
-    header pins the manifest's SHA-256 of the stage's FP32 graph."""
+    header pins the manifest's SHA-256 of the stage's FP32 graph.
+
+    A plugin-flavour folder needs `plugin_library` (default: $WARPRES_PLUGIN_LIBRARY), which every
+    engine embeds; a portable folder takes none."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    import_tensorrt()  # fail before converting anything
     folder = open_model_folder(model_dir)
+    plugin_library = _plugin_library_for(folder.manifest.flavour, folder.path, plugin_library, precision)
+    import_tensorrt()  # fail before converting anything
     engine_dir = folder.path / ENGINE_DIR
     paths = []
     with tqdm(folder.manifest.stages, desc=f"build {precision}", unit="engine", disable=not progress) as bar:
@@ -226,7 +262,28 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
             build_engine(source, path, profiles=profiles, workspace_bytes=workspace_bytes,
                          timing_cache_path=engine_dir / TIMING_CACHE_NAME, refittable=refittable,
                          precision_tag=precision, stage=stage.name,
-                         source_sha256=folder.manifest.graphs[stage.name].sha256)
+                         source_sha256=folder.manifest.graphs[stage.name].sha256, plugin_library=plugin_library)
             logger.info("%s: built in %.1f s", path, time.perf_counter() - start)
             paths.append(path)
     return paths
+
+
+def _plugin_library_for(flavour: str, folder: Path, plugin_library: str | os.PathLike[str] | None,
+                        precision: str) -> Path | None:
+    """The plugin library a folder of `flavour` builds with, or None for a portable folder."""
+    if flavour == PORTABLE:
+        if plugin_library is not None:
+            raise ExportError(f"{folder}: the portable flavour has no plugin nodes; export with --flavour plugin "
+                              f"to build with the warpres plugins")
+        return None
+    if flavour != PLUGIN:
+        raise ExportError(f"{folder}: unknown graph flavour {flavour!r}")
+    if precision != "fp32":
+        raise ExportError(f"{folder}: plugin-flavour engines are built in fp32 (ModelOpt AutoCast runs the graph "
+                          f"on ONNX Runtime, which has no plugin kernels); build fp16 from the portable flavour")
+    plugin_library = plugin_library or os.environ.get(PLUGIN_LIBRARY_ENV)
+    if not plugin_library:
+        raise ExportError(f"{folder}: a plugin-flavour model builds against the warpres plugin library "
+                          f"(libwarpres_plugins.so); pass --plugin-library or set {PLUGIN_LIBRARY_ENV}, or "
+                          f"{PLUGIN_BUILD_HINT}")
+    return Path(plugin_library)

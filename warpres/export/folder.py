@@ -29,6 +29,7 @@ from warpres.errors import EditError, ExportError, WarpresError
 from warpres.export import graph
 from warpres.export.activations import eval_mode, pipeline_activations
 from warpres.export.fingerprint import model_config, model_id, stage_fingerprint
+from warpres.export.plugin_graph import plugin_node_counts
 from warpres.export.specs import specs_for
 from warpres.export.validation import (
     VALIDATION_BATCHES,
@@ -40,6 +41,7 @@ from warpres.export.validation import (
 from warpres.files import atomic_path, sha256_file
 from warpres.models.editor import EditingModel
 from warpres.stages import (
+    FLAVOURS,
     PORTABLE,
     FileEntry,
     Manifest,
@@ -128,9 +130,10 @@ def _check_directions_fit(directions: DirectionLibrary, model: EditingModel) -> 
 
 def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, directions: DirectionLibrary | None = None,
                  opset: int = graph.OPSET, validate: bool = True, progress: bool = True,
-                 traced: dict[str, onnx.ModelProto] | None = None) -> ModelFolder:
-    """Export `model`'s stages (warpres.stages.stages_for(model.family)) as portable ONNX graphs
-    into `out_dir`, with `directions` and the manifest, and return the opened folder.
+                 traced: dict[str, onnx.ModelProto] | None = None, flavour: str = PORTABLE) -> ModelFolder:
+    """Export `model`'s stages (warpres.stages.stages_for(model.family)) as ONNX graphs of
+    `flavour` (portable, or plugin: TensorRT plugin nodes for modulated convs and warps) into
+    `out_dir`, with `directions` and the manifest, and return the opened folder.
 
     Each graph is traced on realistic activations, constant-folded, audited (standard ops,
     constant conv weights, dynamic `batch`), stamped with the model_id, checked (onnx.checker,
@@ -139,6 +142,8 @@ def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, direct
     manifest). The model is in eval mode during the export; its training flags are restored.
     """
     out_dir = Path(out_dir)
+    if flavour not in FLAVOURS:
+        raise ExportError(f"flavour {flavour!r}: choose one of {', '.join(FLAVOURS)}")
     if opset < graph.MIN_OPSET:
         raise ExportError(f"opset {opset} is too old: the exporter needs opset >= {graph.MIN_OPSET} (Resize-18)")
     try:
@@ -154,23 +159,26 @@ def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, direct
         trace_inputs = pipeline_activations(model, TRACE_BATCH, TRACE_SEED)
         checks = validation_activations(model, VALIDATION_BATCHES, VALIDATION_SEED) if validate else {}
         io, graphs, errors = {}, {}, []
-        with tqdm(specs, desc=f"export {model.family}", unit="stage", disable=not progress) as bar:
+        with tqdm(specs, desc=f"export {model.family} ({flavour})", unit="stage", disable=not progress) as bar:
             for spec in bar:
                 stage = spec.stage
                 bar.set_postfix_str(stage.name)
                 stage_inputs = spec.inputs_from(trace_inputs)
-                key = None if traced is None else f"{opset}:{stage_fingerprint(model, stage, stage_inputs)}"
+                key = (None if traced is None
+                       else f"{opset}:{flavour}:{stage_fingerprint(model, stage, stage_inputs)}")
                 proto = None if key is None else traced.get(key)
                 if proto is None:
-                    proto = graph.trace_stage(model, stage, stage_inputs, opset)
+                    proto = graph.trace_stage(model, stage, stage_inputs, opset, flavour)
                     if key is not None:
                         traced[key] = proto
                 path = staging / stage.filename
+                has_plugin_nodes = bool(plugin_node_counts(proto))
                 io[stage.name] = graph.write_graph(proto, path, stage, opset, {
-                    "model_id": identity, "stage": stage.name, "family": model.family, "flavour": PORTABLE})
+                    "model_id": identity, "stage": stage.name, "family": model.family, "flavour": flavour},
+                    flavour)
                 del proto  # the encoder's is 1 GB at FFHQ size
                 if validate:
-                    errors += compare_stage(model, spec, path, checks)
+                    errors += compare_stage(model, spec, path, checks, has_plugin_nodes)
                     if not all(e.ok for e in errors):
                         bar.close()
                         _emit_report(ValidationReport(tuple(errors)), emit)  # raises, naming the outputs
@@ -185,7 +193,7 @@ def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, direct
             with atomic_path(staging / VALIDATION_NAME) as tmp:
                 tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         write_manifest(staging, Manifest(
-            family=model.family, config=model_config(model), model_id=identity, flavour=PORTABLE,
+            family=model.family, config=model_config(model), model_id=identity, flavour=flavour,
             opset=opset, io=io, graphs=graphs, directions=pinned, versions=versions()))
         _publish(staging, out_dir)
     return open_model_folder(out_dir)

@@ -1,4 +1,4 @@
-"""One stage to one clean ONNX graph: trace, fold constants, audit, stamp, check (portable flavour).
+"""One stage to one clean ONNX graph: trace, fold constants, audit, stamp, check.
 
 Exporter: torch 2.13's torch.export-based `torch.onnx.export(dynamo=True)`. Measured on the
 tiny models, the deprecated TorchScript exporter (dynamo=False, opset 17) exports the encoder and
@@ -11,6 +11,9 @@ lowers bilinear resizes to Resize-18, hence opset 18.
 Portable flavour: standard-domain ONNX ops only; modulated convs decomposed (input scale ->
 Conv with a constant weight -> output scale); the warp as GridSample; constant noise; no
 training-only or random ops. `audit_graph` asserts all of it on the final graph.
+
+Plugin flavour: the same, except that modulated convs and warps are single plugin nodes in the
+`warpres` domain (warpres.export.plugin_graph), traced through the models' custom ops.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import onnx
 import torch
 
 from warpres.errors import ExportError
+from warpres.export import plugin_graph
 from warpres.models.editor import EditingModel
+from warpres.models.plugin_ops import plugin_nodes
 from warpres.models.subgraphs import stage_module
-from warpres.stages import BATCH_AXIS, Stage, TensorSpec
+from warpres.stages import BATCH_AXIS, FLAVOURS, PLUGIN, PORTABLE, Stage, TensorSpec
 
 OPSET = 18  # the torch.export-based exporter lowers bilinear resizes to Resize-18; 18 runs everywhere we deploy
 MIN_OPSET = 18
@@ -68,26 +73,44 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def trace_stage(model: EditingModel, stage: Stage, inputs: Mapping[str, torch.Tensor],
-                opset: int = OPSET) -> onnx.ModelProto:
-    """Export `stage` of `model` traced on `inputs` (batch >= 2, stage order) with a dynamic batch."""
+                opset: int = OPSET, flavour: str = PORTABLE) -> onnx.ModelProto:
+    """Export `stage` of `model` traced on `inputs` (batch >= 2, stage order) with a dynamic batch,
+    as the portable or the plugin flavour."""
+    if flavour not in FLAVOURS:
+        raise ExportError(f"flavour {flavour!r}: choose one of {', '.join(FLAVOURS)}")
+    plugins = flavour == PLUGIN
     module = stage_module(model, stage)
+    if plugins:
+        _check_plugin_filters(module, stage)
     args = tuple(inputs[name] for name in stage.inputs)
     if args[0].shape[0] < 2:
         raise ExportError(f"{stage.name}: trace with a batch of at least 2 (a batch of 1 specialises the axis)")
     batch = torch.export.Dim(BATCH_AXIS)
     try:
-        with _quiet_exporter(), torch.no_grad():  # no autograd bookkeeping while tracing: ~10% faster
+        # no autograd bookkeeping while tracing: ~10% faster
+        with _quiet_exporter(), torch.no_grad(), plugin_nodes(plugins):
             # dynamo=True: the legacy tracer cannot give the synthesis graphs a dynamic batch (module doc)
             program = torch.onnx.export(
                 module, args, dynamo=True, opset_version=opset, optimize=False, verbose=False,
                 input_names=list(stage.inputs), output_names=list(stage.outputs),
                 # forward(*inputs): one entry for the varargs tuple, batch axis 0 of each tensor
-                dynamic_shapes=(tuple({0: batch} for _ in stage.inputs),))
+                dynamic_shapes=(tuple({0: batch} for _ in stage.inputs),),
+                custom_translation_table=plugin_graph.translation_table() if plugins else None)
     except Exception as exc:  # the exporter raises many types; the stage name is what the user needs
         raise ExportError(f"{stage.name}: torch.onnx.export failed ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
     fold_constants(program.model, stage)
     return program.model_proto
+
+
+def _check_plugin_filters(module: torch.nn.Module, stage: Stage) -> None:
+    """The ModulatedConv plugin hard-codes StyleGAN2's binomial upsampling filter."""
+    from warpres.models.modulated_conv import is_binomial_filter
+
+    for name, buffer in module.named_buffers():
+        if name.endswith("resample_filter") and not is_binomial_filter(buffer):
+            raise ExportError(f"{stage.name}: {name} is not the binomial [1, 3, 3, 1] filter the ModulatedConv "
+                              f"plugin implements; export the portable flavour")
 
 
 def fold_constants(model_ir: Any, stage: Stage) -> None:
@@ -116,25 +139,32 @@ def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
                 yield from _nodes(subgraph)
 
 
-def audit_graph(proto: onnx.ModelProto, stage: Stage, opset: int) -> None:
-    """Raise ExportError unless the graph is portable: standard ops at `opset`, no functions,
-    no training-only or random ops, constant Conv weights, exactly the stage's tensors with a
-    `batch` axis 0 and static other axes."""
+def audit_graph(proto: onnx.ModelProto, stage: Stage, opset: int, flavour: str = PORTABLE) -> None:
+    """Raise ExportError unless the graph is of its flavour: standard ops at `opset` (plus, in the
+    plugin flavour, well-formed warpres plugin nodes), no functions, no training-only or random
+    ops, constant Conv weights, exactly the stage's tensors with a `batch` axis 0 and static other
+    axes."""
     where = f"{stage.name}.onnx"
     imports = {entry.domain: entry.version for entry in proto.opset_import}
-    foreign = sorted(set(imports) - STANDARD_DOMAINS)
-    if foreign or imports.get("", imports.get("ai.onnx")) != opset:
-        raise ExportError(f"{where}: imports opsets {imports}; the portable flavour uses the standard domain "
-                          f"at opset {opset} only")
+    expected = {"": opset}
+    if flavour == PLUGIN:
+        expected[plugin_graph.PLUGIN_DOMAIN] = plugin_graph.PLUGIN_OPSET_VERSION
+    standard = imports.get("", imports.get("ai.onnx"))
+    others = {domain: version for domain, version in imports.items() if domain not in STANDARD_DOMAINS}
+    if standard != opset or any(expected.get(domain) != version for domain, version in others.items()):
+        raise ExportError(f"{where}: imports opsets {imports}; the {flavour} flavour imports {expected} at most")
     if proto.functions:
         raise ExportError(f"{where}: contains local functions {[f.name for f in proto.functions]}; "
-                          f"the portable flavour inlines everything")
+                          f"exported graphs inline everything")
     constants = {init.name for init in proto.graph.initializer}
     constants |= {out for node in proto.graph.node if node.op_type == "Constant" for out in node.output}
     for node in _nodes(proto.graph):
         label = f"{where}: node {node.name or '?'} ({node.domain or 'ai.onnx'}::{node.op_type})"
         if node.domain not in STANDARD_DOMAINS:
-            raise ExportError(f"{label} is not a standard ONNX op; the portable flavour allows standard ops only")
+            if flavour != PLUGIN:
+                raise ExportError(f"{label} is not a standard ONNX op; the portable flavour allows standard ops only")
+            plugin_graph.audit_plugin_node(node, constants, where)
+            continue
         if node.op_type in TRAINING_ONLY_OPS:
             raise ExportError(f"{label} is training-only; export the model in eval mode")
         if node.op_type == "BatchNormalization":
@@ -176,6 +206,7 @@ def _check_io(proto: onnx.ModelProto, stage: Stage) -> None:
 def check_graph_file(path: str | Path, stage: Stage) -> None:
     """onnx.checker (full check) and strict shape inference, on the file: the C++ side reads it,
     so a 1 GB graph is not copied through Python twice. The inferred shapes are written back."""
+    plugin_graph.register_schemas()  # plugin nodes are checked against their schemas
     try:
         onnx.checker.check_model(str(path), full_check=True)
         onnx.shape_inference.infer_shapes_path(str(path), str(path), check_type=True, strict_mode=True,
@@ -185,15 +216,15 @@ def check_graph_file(path: str | Path, stage: Stage) -> None:
 
 
 def write_graph(proto: onnx.ModelProto, path: str | Path, stage: Stage, opset: int,
-                metadata: Mapping[str, str]) -> dict[str, TensorSpec]:
+                metadata: Mapping[str, str], flavour: str = PORTABLE) -> dict[str, TensorSpec]:
     """Audit, stamp `warpres.*` metadata, save as one self-contained file, then check the file.
     Returns the stage's tensor specs as the graph declares them."""
-    audit_graph(proto, stage, opset)
+    audit_graph(proto, stage, opset, flavour)
     stamp_metadata(proto, metadata)
     size = proto.ByteSize()
     if size > PROTOBUF_LIMIT:
-        raise ExportError(f"{stage.name}.onnx: {size / 2**30:.2f} GiB is over protobuf's 2 GiB limit; the "
-                          f"portable flavour stores weights inside the graph file (external data is not "
+        raise ExportError(f"{stage.name}.onnx: {size / 2**30:.2f} GiB is over protobuf's 2 GiB limit; "
+                          f"exported graphs store weights inside the graph file (external data is not "
                           f"supported by the manifest)")
     io = graph_io(proto, stage)
     onnx.save_model(proto, str(path), save_as_external_data=False)

@@ -2,7 +2,9 @@
 
 For each output: max |onnx - torch| and that error relative to max |torch|; an output fails
 when the error exceeds its spec's `atol + rtol * max |torch|`, and the ExportError names the
-stage, the output, the batch, the error and the tolerance. ONNX Runtime (CPU) runs the graphs.
+stage, the output, the batch, the error and the tolerance. ONNX Runtime (CPU) runs the graphs;
+graphs with plugin nodes run on ONNX's reference evaluator with the plugin ops as PyTorch references
+(warpres.export.plugin_graph.ReferenceRunner).
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+import onnx
 import torch
 
 from warpres.errors import ExportError
 from warpres.export.activations import Activations, eval_mode, pipeline_activations
 from warpres.export.fingerprint import model_id
+from warpres.export.plugin_graph import ReferenceRunner, plugin_node_counts
 from warpres.export.specs import ExportSpec, Tolerance, spec_for
 from warpres.models.editor import EditingModel
 from warpres.models.subgraphs import stage_module
@@ -131,6 +136,35 @@ def ort_session(path: str | os.PathLike[str]) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+class GraphRunner(Protocol):
+    """Runs one exported graph on host arrays."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class OrtRunner:
+    """A portable graph on ONNX Runtime (CPU)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._session = ort_session(path)
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session.run(None, dict(feeds))
+
+
+def graph_runner(path: str | os.PathLike[str], has_plugin_nodes: bool | None = None) -> GraphRunner:
+    """ONNX Runtime for a portable graph, the reference runner for one with plugin nodes
+    (`has_plugin_nodes`; read from the file when not given)."""
+    if has_plugin_nodes is None:
+        has_plugin_nodes = bool(plugin_node_counts(onnx.load(str(path))))
+    return ReferenceRunner(Path(path)) if has_plugin_nodes else OrtRunner(path)
+
+
 def _max_abs_error(graph_out: np.ndarray, reference: np.ndarray) -> float:
     if not np.all(np.isfinite(graph_out)):
         return math.inf
@@ -139,15 +173,16 @@ def _max_abs_error(graph_out: np.ndarray, reference: np.ndarray) -> float:
 
 @torch.no_grad()
 def compare_stage(model: EditingModel, spec: ExportSpec, graph_path: str | os.PathLike[str],
-                  activations: Mapping[int, Activations]) -> list[OutputError]:
-    """Run the stage in PyTorch and ONNX Runtime on each batch's activations; measure every output.
-    Raises ExportError when the graph cannot run or its outputs have the wrong names or shapes."""
+                  activations: Mapping[int, Activations], has_plugin_nodes: bool | None = None) -> list[OutputError]:
+    """Run the stage in PyTorch and on the graph (`graph_runner`) on each batch's activations;
+    measure every output. Raises ExportError when the graph cannot run or its outputs have the
+    wrong names or shapes."""
     stage = spec.stage
     try:
-        session = ort_session(graph_path)
+        session = graph_runner(graph_path, has_plugin_nodes)
     except Exception as exc:
-        raise ExportError(f"{graph_path}: ONNX Runtime cannot load the {stage.name} graph ({exc})") from exc
-    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+        raise ExportError(f"{graph_path}: cannot load the {stage.name} graph to run it ({exc})") from exc
+    names = (session.input_names, session.output_names)
     if names != (list(stage.inputs), list(stage.outputs)):
         raise ExportError(f"{graph_path}: tensors {names[0]} -> {names[1]}; stage {stage.name} expects "
                           f"{list(stage.inputs)} -> {list(stage.outputs)}")
@@ -158,10 +193,9 @@ def compare_stage(model: EditingModel, spec: ExportSpec, graph_path: str | os.Pa
         references = module(*inputs.values())
         feeds = {name: np.ascontiguousarray(value.numpy()) for name, value in inputs.items()}
         try:
-            graph_outputs = session.run(None, feeds)
+            graph_outputs = session.run(feeds)
         except Exception as exc:
-            raise ExportError(f"{graph_path}: ONNX Runtime failed to run {stage.name} at batch {batch} "
-                              f"({exc})") from exc
+            raise ExportError(f"{graph_path}: failed to run {stage.name} at batch {batch} ({exc})") from exc
         for name, reference, graph_out in zip(stage.outputs, references, graph_outputs, strict=True):
             reference = reference.numpy()
             if graph_out.shape != reference.shape:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from warpres.models.plugin_ops import plugin_nodes_requested
 from warpres.models.shapes import check_shape, spatial_size
 from warpres.models.styleres import LRELU_SLOPE
 
@@ -28,6 +29,13 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     check_shape("flow", flow, (batch, 2, height, width))
     if height < 2 or width < 2:
         raise ValueError(f"warp needs at least a 2x2 grid, got features {tuple(features.shape)}")
+    if plugin_nodes_requested():
+        return torch.ops.warpres.flow_warp(features, flow)
+    return _grid_sample_warp(features, flow)
+
+
+def _grid_sample_warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    height, width = features.shape[-2:]
     # align_corners=True maps -1 and +1 to the centres of the first and last pixels, so pixel
     # position p normalises to p / ((size - 1) / 2) - 1. Dividing by the half-size (exact in
     # binary) rounds less than multiplying by 2 / (size - 1); still, grid_sample's float32
@@ -41,6 +49,17 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     grid_y = (ys.view(1, height, 1) + flow[:, 1]) / half_y - 1.0
     grid = torch.stack((grid_x, grid_y), dim=-1)
     return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+@torch.library.custom_op("warpres::flow_warp", mutates_args=())
+def _flow_warp_node(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """One FlowWarp plugin node (warpres.models.plugin_ops); computes the GridSample form."""
+    return _grid_sample_warp(features, flow)
+
+
+@_flow_warp_node.register_fake
+def _flow_warp_shape(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(features)
 
 
 def upsample_flow(flow: torch.Tensor) -> torch.Tensor:

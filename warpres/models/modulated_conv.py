@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from warpres.models.resample import upfirdn2d
+from warpres.models.plugin_ops import plugin_nodes_requested
+from warpres.models.resample import BINOMIAL_TAPS, setup_filter, upfirdn2d
 
 DEMODULATION_EPS = 1e-8
 
@@ -85,6 +86,9 @@ def modulated_conv2d(
             f"modulated conv: x {tuple(x.shape)}, weight {tuple(weight.shape)} and styles "
             f"{tuple(styles.shape)} disagree on batch or input channels"
         )
+    if plugin_nodes_requested():
+        _check_plugin_contract(weight, up, padding, resample_filter)
+        return torch.ops.warpres.modulated_conv(x, weight, styles, demodulate, up, padding)
     if not fused:
         x = x * styles[:, :, None, None]
         x = _convolve(x, weight, up, padding, resample_filter, groups=1)
@@ -102,3 +106,39 @@ def modulated_conv2d(
     x = _convolve(x, per_sample.reshape(batch * out_channels, in_channels, *weight.shape[2:]), up, padding,
                   resample_filter, groups=batch)
     return x.reshape(batch, out_channels, *x.shape[2:])
+
+
+def _check_plugin_contract(weight: torch.Tensor, up: int, padding: int, resample_filter: torch.Tensor | None) -> None:
+    """What the ModulatedConv plugin implements: odd square kernels with 'same' padding, and 2x
+    up only for 3x3 kernels with StyleGAN2's binomial filter (plugins/modulatedConvPlugin)."""
+    kernel = weight.shape[-1]
+    if weight.shape[-2] != kernel or kernel % 2 == 0 or padding != kernel // 2:
+        raise ValueError(f"the ModulatedConv plugin takes odd square kernels with padding k // 2; got weight "
+                         f"{tuple(weight.shape)} with padding {padding}")
+    if up not in (1, 2) or (up == 2 and kernel != 3):
+        raise ValueError(f"the ModulatedConv plugin upsamples by 2 with 3x3 kernels only; got up={up}, k={kernel}")
+    if up == 2 and not is_binomial_filter(resample_filter):
+        raise ValueError("the ModulatedConv plugin upsamples with the binomial [1, 3, 3, 1] filter only")
+
+
+def is_binomial_filter(resample_filter: torch.Tensor | None) -> bool:
+    """Whether `resample_filter` is StyleGAN2's, the one the plugin hard-codes. While tracing the
+    values are symbolic: only the shape is checked, and the exporter checks the buffers' values."""
+    if resample_filter is None or resample_filter.shape != (len(BINOMIAL_TAPS),) * 2:
+        return False
+    return torch.compiler.is_compiling() or torch.equal(resample_filter.cpu(), setup_filter())
+
+
+@torch.library.custom_op("warpres::modulated_conv", mutates_args=())
+def _modulated_conv_node(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, up: int,
+                         padding: int) -> torch.Tensor:
+    """One ModulatedConv plugin node (warpres.models.plugin_ops); computes the decomposed form."""
+    resample_filter = setup_filter().to(x.device) if up > 1 else None
+    x = _convolve(x * styles[:, :, None, None], weight, up, padding, resample_filter, groups=1)
+    return x * demodulation_coefficients(weight, styles)[:, :, None, None] if demodulate else x
+
+
+@_modulated_conv_node.register_fake
+def _modulated_conv_shape(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, up: int,
+                          padding: int) -> torch.Tensor:
+    return x.new_empty((x.shape[0], weight.shape[0], x.shape[2] * up, x.shape[3] * up))
