@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import json
+import shutil
 from collections import Counter
 from types import SimpleNamespace
 
@@ -30,7 +32,7 @@ from warpres.runtime.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E40
 from warpres.runtime.engine_file import EngineHeader, EngineTarget, encode_header, engine_path  # noqa: E402
 from warpres.runtime.gpu import CudaDevice, CudaReport  # noqa: E402
 from warpres.runtime.session import Session  # noqa: E402
-from warpres.stages import ModelFolder, open_model_folder  # noqa: E402
+from warpres.stages import MANIFEST_NAME, ModelFolder, open_model_folder  # noqa: E402
 
 FAKE_TRT = EngineTarget("tensorrt", "11.4.0.106", "sm_90")
 PROFILES = ((1, 1, 1), (2, 2, 4))
@@ -377,6 +379,16 @@ def test_selftest_without_a_gpu_reports_it_and_fails(folder, monkeypatch):
     monkeypatch.setattr(selftest, "cuda_devices", lambda: CudaReport((), None, None, "cuda-python is not installed"))
     report = selftest.run_selftest(folder.path, progress=False)
     assert not report.passed and report.problems == ["no GPU: cuda-python is not installed"]
+
+
+def test_selftest_refuses_plugin_graphs_which_onnx_runtime_cannot_be_compared_on(gpu, folder, tmp_path):
+    copy = tmp_path / "plugin"
+    shutil.copytree(folder.path, copy)
+    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest | {"flavour": "plugin"}))
+    report = selftest.run_selftest(copy, build=_fake_build, progress=False)
+    assert not report.passed
+    assert "plugin graphs; the self-test compares TensorRT with ONNX Runtime" in report.problems[0]
 
 
 def test_bench_measures_tensorrt_with_and_without_cuda_graphs(gpu, folder):

@@ -30,7 +30,7 @@ from warpres.images import to_uint8
 from warpres.runtime.device import HostDevice
 from warpres.runtime.engine_file import ENGINE_DIR, import_tensorrt
 from warpres.runtime.gpu import cuda_devices
-from warpres.stages import Stage, open_model_folder
+from warpres.stages import PORTABLE, Stage, open_model_folder
 
 STAGE_TOLERANCE = {"fp32": 5e-3, "fp16": 5e-2}
 MIN_IMAGE_PSNR = {"fp32": 40.0, "fp16": 30.0}
@@ -119,6 +119,10 @@ def run_selftest(model_dir: str | Path, *, precisions: Sequence[str] = ("fp32", 
     if build is None:
         from warpres.export.engines import build_model_engines as build
     folder = open_model_folder(model_dir)
+    if folder.manifest.flavour != PORTABLE:
+        report.problems.append(f"{folder.path}: {folder.manifest.flavour} graphs; the self-test compares TensorRT "
+                               f"with ONNX Runtime, which runs portable graphs only: run it on the portable export")
+        return report
     with tempfile.TemporaryDirectory(prefix="warpres-selftest-") as scratch:
         copy = Path(scratch) / folder.path.name
         shutil.copytree(folder.path, copy, ignore=shutil.ignore_patterns(ENGINE_DIR))
