@@ -580,13 +580,13 @@ def doctor(model_dir: Path | None) -> None:
 
 
 def _engine_report(model_dir: Path, running) -> list[str]:
-    from warpres.runtime.backends.tensorrt import PRECISIONS, check_engines
-    from warpres.runtime.engine_file import engine_path, read_engine_header
+    from warpres.runtime.backends.tensorrt import check_engines
+    from warpres.runtime.engine_file import ENGINE_PRECISIONS, engine_path, read_engine_header
     from warpres.stages import open_model_folder
 
     folder = open_model_folder(model_dir)
     lines = []
-    for precision in PRECISIONS:
+    for precision in ENGINE_PRECISIONS:
         paths = [engine_path(folder.path, stage.name, precision) for stage in folder.manifest.stages]
         present = [path for path in paths if path.is_file()]
         if not present:

@@ -36,6 +36,7 @@ from warpres.errors import BackendError, ExportError
 from warpres.files import atomic_path, sha256_file
 from warpres.runtime.engine_file import (
     ENGINE_DIR,
+    ENGINE_PRECISIONS,
     EngineHeader,
     EngineTarget,
     TensorRTInfo,
@@ -48,7 +49,6 @@ from warpres.stages import PLUGIN, PORTABLE, open_model_folder
 logger = logging.getLogger(__name__)
 
 TIMING_CACHE_NAME = "timing.cache"
-PRECISIONS = ("fp32", "fp16")
 # (min, opt, max) batch: single edits, up to a short burst of video frames
 DEFAULT_PROFILES: tuple[tuple[int, int, int], ...] = ((1, 1, 8),)
 DEFAULT_WORKSPACE_BYTES = 2 << 30
@@ -242,8 +242,8 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
 
     A plugin-flavour folder needs `plugin_library` (default: $WARPRES_PLUGIN_LIBRARY), which every
     engine embeds; a portable folder takes none."""
-    if precision not in PRECISIONS:
-        raise ExportError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision not in ENGINE_PRECISIONS:
+        raise ExportError(f"precision {precision!r}: choose one of {', '.join(ENGINE_PRECISIONS)}")
     folder = open_model_folder(model_dir)
     plugin_library = _plugin_library_for(folder.manifest.flavour, folder.path, plugin_library, precision)
     import_tensorrt()  # fail before converting anything

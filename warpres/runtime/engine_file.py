@@ -62,6 +62,9 @@ def current_compute_capability() -> str | None:
     return devices[0].sm if devices else None
 
 
+ENGINE_PRECISIONS = ("fp16", "fp32")  # what `warpres build` makes; the order the runtime prefers
+
+
 def engine_path(model_dir: str | os.PathLike[str], stage: str, precision: str) -> Path:
     """Where a stage's engine lives: `<model_dir>/engines/<stage>.<precision>.engine`."""
     return Path(model_dir) / ENGINE_DIR / f"{stage}.{precision}.engine"

@@ -30,6 +30,7 @@ import numpy as np
 from warpres.errors import BackendError
 from warpres.runtime import cuda
 from warpres.runtime.engine_file import (
+    ENGINE_PRECISIONS,
     EngineHeader,
     EngineTarget,
     check_engine_header,
@@ -42,13 +43,12 @@ from warpres.stages import ModelFolder, Stage
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp16", "fp32")  # the order auto prefers
 DEFAULT_PIPELINES = 2
 
 
 def built_precisions(folder: ModelFolder) -> list[str]:
     """The precisions with an engine for every stage, fp16 first."""
-    return [precision for precision in PRECISIONS
+    return [precision for precision in ENGINE_PRECISIONS
             if all(engine_path(folder.path, stage.name, precision).is_file() for stage in folder.manifest.stages)]
 
 
@@ -135,7 +135,7 @@ class TensorRTDevice:
             raise BackendError(f"TensorRT needs an NVIDIA GPU: {report.problem or f'no CUDA device {device_index}'}")
         trt, info = import_tensorrt()
         precision = precision or next(iter(built_precisions(folder)), None)
-        if precision not in PRECISIONS:
+        if precision not in ENGINE_PRECISIONS:
             raise BackendError(f"{folder.path}: no complete set of engines (precision {precision!r}); "
                                f"build them with `warpres build {folder.path}`")
         cuda.set_device(device_index)
