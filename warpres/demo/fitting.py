@@ -39,11 +39,14 @@ Objective = Callable[[Batch], dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class FitConfig:
-    """steps, batch and Adam settings of one stage; lr drops by 10x for the last `final_fraction`."""
+    """steps, batch and Adam settings of one stage; lr drops by 10x for the last `final_fraction`.
+    group_lrs: (parameter-name prefix, lr) for the parameters that train at another rate than
+    `lr` (the longest matching prefix wins); their rates drop with it."""
 
     steps: int
     batch_size: int = 16
     lr: float = 2e-3
+    group_lrs: tuple[tuple[str, float], ...] = ()
     betas: tuple[float, float] = (0.9, 0.99)
     final_fraction: float = 0.2
     amp: bool = True
@@ -52,15 +55,26 @@ class FitConfig:
     checkpoint_every: int = 500
 
 
-_PLAN_FIELDS = ("steps", "batch_size", "lr", "betas", "final_fraction")  # what defines the run's trajectory
+_PLAN_FIELDS = ("steps", "batch_size", "lr", "group_lrs", "betas", "final_fraction")  # the run's trajectory
 
 
 def _last_full_rate_step(config: FitConfig) -> int:
     return int(config.steps * (1 - config.final_fraction))
 
 
-def _learning_rate(config: FitConfig, step: int) -> float:
-    return config.lr * (0.1 if step > _last_full_rate_step(config) else 1.0)
+def _rate_factor(config: FitConfig, step: int) -> float:
+    return 0.1 if step > _last_full_rate_step(config) else 1.0
+
+
+def _parameter_groups(module: nn.Module, parameters: Sequence[nn.Parameter], config: FitConfig) -> list[dict]:
+    """Adam parameter groups by learning rate, each with its full `base_lr` (config.group_lrs)."""
+    names = {id(p): name for name, p in module.named_parameters()}
+    by_rate: dict[float, list[nn.Parameter]] = defaultdict(list)
+    for parameter in parameters:
+        name = names.get(id(parameter), "")
+        matches = [(len(prefix), lr) for prefix, lr in config.group_lrs if name.startswith(prefix)]
+        by_rate[max(matches)[1] if matches else config.lr].append(parameter)
+    return [{"params": group, "lr": lr, "base_lr": lr} for lr, group in by_rate.items()]
 
 
 def fit(name: str, module: nn.Module, objective: Objective, data: Dataset, work: Path, config: FitConfig,
@@ -79,7 +93,7 @@ def fit(name: str, module: nn.Module, objective: Objective, data: Dataset, work:
     for network in (module, *helpers):
         network.to(memory_format=torch.channels_last)
     parameters = list(module.parameters() if parameters is None else parameters)
-    optimizer = torch.optim.Adam(parameters, lr=config.lr, betas=config.betas)
+    optimizer = torch.optim.Adam(_parameter_groups(module, parameters, config), lr=config.lr, betas=config.betas)
     step = _resume(checkpoint, module, optimizer, config) if checkpoint.exists() else 0
     truncate_after(log_path, step)
     last = config.steps if until is None else min(until, config.steps)
@@ -96,7 +110,7 @@ def fit(name: str, module: nn.Module, objective: Objective, data: Dataset, work:
             step += 1
             batch = [t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t for t in next(batches)]
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(config, step)
+                group["lr"] = group["base_lr"] * _rate_factor(config, step)
             with autocast:
                 terms = objective(batch)
             loss = terms["loss"]
@@ -133,7 +147,8 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
     saved = json.loads(metadata["config"])
     step = int(metadata["step"])
     plan = {key: value for key, value in json.loads(json.dumps(asdict(config))).items() if key in _PLAN_FIELDS}
-    changed = sorted(key for key, value in plan.items() if saved.get(key) != value)
+    defaults = json.loads(json.dumps(asdict(FitConfig(steps=1))))  # fields added since the checkpoint was saved
+    changed = sorted(key for key, value in plan.items() if saved.get(key, defaults[key]) != value)
     before_drop = step <= min(_last_full_rate_step(config), _last_full_rate_step(replace(config, steps=saved["steps"])))
     if changed == ["steps"] and before_drop:
         changed = []  # a longer (or shorter) run whose learning rate has not dropped yet: the same run so far
@@ -147,7 +162,10 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
                             "the same run: keep the plan, or start in another folder")
     tensors = load_file(str(path))
     module.load_state_dict(strip_prefix(tensors, "module."))
+    base_rates = [group["base_lr"] for group in optimizer.param_groups]  # this plan's; older files lack them
     optimizer.load_state_dict(optimizer_state(tensors, json.loads(metadata["optimizer"]), "optimizer"))
+    for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
+        group["base_lr"] = rate
     return step
 
 
