@@ -214,11 +214,16 @@ def test_inputs_that_would_write_the_same_file_are_refused(photos, checkpoint, t
     assert not (tmp_path / "out").exists()
 
 
-def test_doctor_reports_the_gpu_tensorrt_and_every_backend():
+def test_doctor_reports_the_gpu_tensorrt_every_backend_and_the_plugin_library(monkeypatch, tmp_path):
+    monkeypatch.delenv("WARPRES_PLUGIN_LIBRARY", raising=False)
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output
-    for line_start in ("CUDA driver", "GPU", "TensorRT", "openvino", "onnxruntime", "torch"):
+    for line_start in ("CUDA driver", "GPU", "TensorRT", "openvino", "onnxruntime", "torch", "plugins"):
         assert any(line.startswith(line_start) for line in result.output.splitlines()), line_start
+    assert "WARPRES_PLUGIN_LIBRARY not set" in result.output
+    monkeypatch.setenv("WARPRES_PLUGIN_LIBRARY", str(tmp_path / "libwarpres_plugins.so"))
+    result = CliRunner().invoke(main, ["doctor"])
+    assert f"WARPRES_PLUGIN_LIBRARY={tmp_path / 'libwarpres_plugins.so'}: no such file" in result.output
 
 
 def test_build_profiles_cover_the_batch_sizes_between_the_ones_asked_for():

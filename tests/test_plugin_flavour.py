@@ -21,12 +21,13 @@ from tests.conftest import tiny_editing_model
 from warpres.errors import BackendError, ExportError
 from warpres.export import export_model, spec_for
 from warpres.export.activations import pipeline_activations
-from warpres.export.engines import PLUGIN_LIBRARY_ENV, build_model_engines
+from warpres.export.engines import build_model_engines
 from warpres.export.graph import audit_graph
 from warpres.export.plugin_graph import PLUGIN_DOMAIN, ReferenceRunner, plugin_node_counts
 from warpres.models.editor import EditingModel
 from warpres.models.stylegan2 import SynthesisLayer, ToRGBLayer
 from warpres.models.subgraphs import stage_module
+from warpres.runtime.plugin_library import PLUGIN_LIBRARY_ENV
 from warpres.runtime.session import Session
 from warpres.stages import PLUGIN, ModelFolder
 

@@ -24,7 +24,7 @@ from conftest import tiny_editing_model
 pytest.importorskip("onnxruntime")
 
 from warpres.errors import BackendError  # noqa: E402
-from warpres.export import export_model  # noqa: E402
+from warpres.export import export_model, model_id  # noqa: E402
 from warpres.runtime import cuda, engine_file, selftest  # noqa: E402
 from warpres.runtime import gpu as gpu_module  # noqa: E402
 from warpres.runtime.backends import tensorrt as trt_backend  # noqa: E402
@@ -379,6 +379,23 @@ def test_selftest_without_a_gpu_reports_it_and_fails(folder, monkeypatch):
     monkeypatch.setattr(selftest, "cuda_devices", lambda: CudaReport((), None, None, "cuda-python is not installed"))
     report = selftest.run_selftest(folder.path, progress=False)
     assert not report.passed and report.problems == ["no GPU: cuda-python is not installed"]
+
+
+def test_selftest_with_the_pytorch_model_checks_every_stage_against_it_too(gpu, folder):
+    torch.manual_seed(0)
+    model = tiny_editing_model("warpres")
+    assert model_id(model) == folder.manifest.model_id  # the model the folder was exported from
+    report = selftest.run_selftest(folder.path, precisions=("fp32",), build=_fake_build, progress=False,
+                                   reference_model=model)
+    assert report.passed, report.render()
+    assert all(check.pytorch_error is not None and check.pytorch_error < 1e-4 for check in report.stages)
+    with torch.no_grad():
+        model.branch.refiner.out_layer.bias.add_(0.5)  # a model that is not what the engines were built from
+    report = selftest.run_selftest(folder.path, precisions=("fp32",), build=_fake_build, progress=False,
+                                   reference_model=model)
+    assert not report.passed
+    assert {check.stage for check in report.stages if not check.passed} == {"fuse"}
+    assert "error vs PyTorch" in report.render()
 
 
 def test_selftest_refuses_plugin_graphs_which_onnx_runtime_cannot_be_compared_on(gpu, folder, tmp_path):

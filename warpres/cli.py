@@ -540,12 +540,19 @@ def build(model_dir: Path, precision: str | None, batch: str | None, profiles: s
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16"]),
               default=("fp32", "fp16"), help="Engine precisions to check (repeatable).")
-def selftest(model_dir: Path, precisions: tuple[str, ...]) -> None:
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The checkpoint MODEL_DIR was exported from: every stage is compared with PyTorch too.")
+def selftest(model_dir: Path, precisions: tuple[str, ...], checkpoint: Path | None) -> None:
     """Build small TensorRT engines for MODEL_DIR on this GPU, run every stage and a full edit on them and
-    compare with ONNX Runtime; exit 1 on any failure."""
+    compare with ONNX Runtime (and PyTorch, with --checkpoint); exit 1 on any failure."""
     from warpres.runtime.selftest import run_selftest
 
-    report = run_selftest(model_dir, precisions=precisions)
+    reference_model = None
+    if checkpoint is not None:
+        from warpres.checkpoints import load_checkpoint
+
+        reference_model = load_checkpoint(checkpoint)
+    report = run_selftest(model_dir, precisions=precisions, reference_model=reference_model)
     click.echo(report.render())
     if not report.passed:
         raise SystemExit(1)
@@ -574,9 +581,41 @@ def doctor(model_dir: Path | None) -> None:
         lines.append(f"TensorRT        not importable: {exc}")
     for name, availability in available().items():
         lines.append(f"{name:<15} {'yes' if availability.usable else 'no'}: {availability.detail}")
+    lines.append(f"plugins         {_plugin_report(running)}")
     if model_dir is not None:
         lines += _engine_report(model_dir, running)
     click.echo("\n".join(lines))
+
+
+def _plugin_report(running) -> str:
+    """Where the warpres plugin library is ($WARPRES_PLUGIN_LIBRARY) and, under TensorRT proper,
+    whether it registers the ModulatedConv and FlowWarp creators."""
+    import os
+
+    from warpres.runtime.engine_file import import_tensorrt
+    from warpres.runtime.plugin_library import (
+        PLUGIN_BUILD_HINT,
+        PLUGIN_LIBRARY_ENV,
+        PLUGIN_NAMES,
+        load_plugin_library,
+        registered_plugins,
+    )
+
+    path = os.environ.get(PLUGIN_LIBRARY_ENV)
+    if not path:
+        return f"{PLUGIN_LIBRARY_ENV} not set (only plugin-flavour builds need it; {PLUGIN_BUILD_HINT})"
+    if not Path(path).is_file():
+        return f"{PLUGIN_LIBRARY_ENV}={path}: no such file"
+    if running is None or running.flavour != "tensorrt":
+        return f"{path} (not loaded: it is built for TensorRT proper, which is not importable here)"
+    try:
+        trt, _ = import_tensorrt()
+        load_plugin_library(trt, path)
+        found = registered_plugins(trt)
+    except WarpresError as exc:
+        return f"{path}: {exc}"
+    missing = [name for name in PLUGIN_NAMES if name not in found]
+    return f"{path}: registers {', '.join(found) or 'nothing'}" + (f"; missing {', '.join(missing)}" if missing else "")
 
 
 def _engine_report(model_dir: Path, running) -> list[str]:

@@ -44,6 +44,7 @@ from warpres.runtime.engine_file import (
     engine_path,
     import_tensorrt,
 )
+from warpres.runtime.plugin_library import PLUGIN_BUILD_HINT, PLUGIN_LIBRARY_ENV, load_plugin_library
 from warpres.stages import PLUGIN, PORTABLE, open_model_folder
 
 logger = logging.getLogger(__name__)
@@ -53,9 +54,6 @@ TIMING_CACHE_NAME = "timing.cache"
 DEFAULT_PROFILES: tuple[tuple[int, int, int], ...] = ((1, 1, 8),)
 DEFAULT_WORKSPACE_BYTES = 2 << 30
 MIN_TENSORRT_MAJOR = 10
-PLUGIN_LIBRARY_ENV = "WARPRES_PLUGIN_LIBRARY"
-PLUGIN_BUILD_HINT = ("build it from the repository with `cmake -S . -B build -DTENSORRT_INCLUDE_DIR=<TensorRT>/include "
-                     "&& cmake --build build` (plugins/README.md)")
 
 @dataclass(frozen=True)
 class BuildFeatures:
@@ -117,24 +115,6 @@ def _parser_errors(parser: Any) -> list[str]:
         code = error.code()
         messages.append(f"{where}: [{getattr(code, 'name', code)}] {error.desc()}")
     return messages
-
-
-_loaded_plugin_libraries: dict[Path, Any] = {}
-
-
-def load_plugin_library(trt: ModuleType, path: str | os.PathLike[str]) -> Path:
-    """Register the creators of the plugin library at `path` with TensorRT's plugin registry (once
-    per process: the registry refuses a second copy of a creator). Returns the resolved path."""
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise ExportError(f"{path}: no plugin library there; {PLUGIN_BUILD_HINT}")
-    if path not in _loaded_plugin_libraries:
-        handle = trt.get_plugin_registry().load_library(str(path))
-        if handle is None:
-            raise ExportError(f"{path}: TensorRT could not load the plugin library (it must export getCreators; "
-                              f"was it built against this TensorRT's headers?)")
-        _loaded_plugin_libraries[path] = handle
-    return path
 
 
 def _profile_shapes(shape: Sequence[int], batches: tuple[int, int, int], name: str,

@@ -25,10 +25,9 @@ import torch
 from onnx.defs import OpSchema
 
 from warpres.errors import ExportError
+from warpres.runtime.plugin_library import PLUGIN_NAMES, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 PLUGIN_DOMAIN = "warpres"
-PLUGIN_NAMESPACE = "warpres"
-PLUGIN_VERSION = "1"
 PLUGIN_OPSET_VERSION = 1
 PLUGIN_FIELDS = ("plugin_namespace", "plugin_version")  # read by the parser, not passed to the plugin
 
@@ -49,6 +48,7 @@ MODULATED_CONV = PluginOp("ModulatedConv", ("x", "weight", "styles"), ("demodula
 FLOW_WARP = PluginOp("FlowWarp", ("features", "flow"), (),
                      "backward bilinear warp by a pixel flow, zeros outside; plugins/flowWarpPlugin")
 PLUGIN_OPS: Mapping[str, PluginOp] = {op.name: op for op in (MODULATED_CONV, FLOW_WARP)}
+assert tuple(PLUGIN_OPS) == PLUGIN_NAMES, "the ONNX ops and the library's plugins must be the same set"
 
 
 def register_schemas() -> None:

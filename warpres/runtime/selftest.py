@@ -7,6 +7,9 @@ It builds small engines (batch profile 1..2) for a scratch copy of the model fol
    (error = max |TensorRT - ONNX Runtime| / max(1, max |ONNX Runtime|));
 3. runs the same edit through a TensorRT session (device buffers, two pipelines, CUDA graphs)
    and compares the images (PSNR against ONNX Runtime's).
+With the PyTorch model the folder was exported from (`reference_model`, e.g. from the
+checkpoint), every recorded call also runs on it (the torch backend, FP32, on this GPU when
+PyTorch has CUDA) and TensorRT is held to the same tolerance against PyTorch.
 Per-stage times are TensorRT's CUDA events and ONNX Runtime's wall time on the same inputs.
 
 Tolerances: FP32 engines may use TF32 (TensorRT's default for FP32 convolutions and matrix
@@ -45,10 +48,12 @@ class StageCheck:
     error: float
     tensorrt_ms: float
     onnxruntime_ms: float
+    pytorch_error: float | None = None  # max |TensorRT - PyTorch| / max(1, max |PyTorch|), with a reference model
 
     @property
     def passed(self) -> bool:
-        return self.error <= STAGE_TOLERANCE[self.precision]
+        tolerance = STAGE_TOLERANCE[self.precision]
+        return self.error <= tolerance and (self.pytorch_error is None or self.pytorch_error <= tolerance)
 
 
 @dataclass
@@ -65,11 +70,12 @@ class SelftestReport:
     def render(self) -> str:
         lines = [f"problem: {problem}" for problem in self.problems]
         if self.stages:
-            lines += ["| precision | stage | B | error | tolerance | TensorRT (ms) | ONNX Runtime (ms) | |",
-                      "|---|---|---|---|---|---|---|---|"]
-            lines += [f"| {c.precision} | {c.stage} | {c.batch} | {c.error:.2e} | {STAGE_TOLERANCE[c.precision]:.0e} "
-                      f"| {c.tensorrt_ms:.2f} | {c.onnxruntime_ms:.2f} | {'ok' if c.passed else 'FAIL'} |"
-                      for c in self.stages]
+            lines += ["| precision | stage | B | error vs ORT | error vs PyTorch | tolerance | TensorRT (ms) "
+                      "| ONNX Runtime (ms) | |", "|---|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {c.precision} | {c.stage} | {c.batch} | {c.error:.2e} "
+                      f"| {'-' if c.pytorch_error is None else f'{c.pytorch_error:.2e}'} "
+                      f"| {STAGE_TOLERANCE[c.precision]:.0e} | {c.tensorrt_ms:.2f} | {c.onnxruntime_ms:.2f} "
+                      f"| {'ok' if c.passed else 'FAIL'} |" for c in self.stages]
         for precision, value in self.image_psnr.items():
             verdict = "ok" if value >= MIN_IMAGE_PSNR[precision] else "FAIL"
             lines.append(f"{precision} session edit vs ONNX Runtime: PSNR {value:.1f} dB "
@@ -94,14 +100,29 @@ class _Recording(HostDevice):
         return outputs
 
 
+def _pytorch_backend(model, report: SelftestReport):
+    """The torch backend on `model` (FP32; on the GPU when PyTorch has CUDA), or None with a problem noted."""
+    from warpres.runtime.backends.pytorch import TorchBackend
+
+    try:
+        import torch
+
+        return TorchBackend(model, precision="f32", device="cuda" if torch.cuda.is_available() else "cpu")
+    except (ImportError, WarpresError) as exc:
+        report.problems.append(f"PyTorch reference: {exc}")
+        return None
+
+
 def _error(got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> float:
     return max(float(np.max(np.abs(got[name] - value))) / max(1.0, float(np.max(np.abs(value))))
                for name, value in expected.items())
 
 
 def run_selftest(model_dir: str | Path, *, precisions: Sequence[str] = ("fp32", "fp16"),
-                 build: Callable[..., object] | None = None, progress: bool = True) -> SelftestReport:
-    """Check TensorRT against ONNX Runtime on this machine's GPU; see the module docstring.
+                 build: Callable[..., object] | None = None, progress: bool = True,
+                 reference_model: object | None = None) -> SelftestReport:
+    """Check TensorRT against ONNX Runtime (and PyTorch: `reference_model`, the EditingModel the
+    folder was exported from) on this machine's GPU; see the module docstring.
     build: builds the engines of a model folder (default: warpres.export.engines.build_model_engines,
     which needs the exporter's dependencies)."""
     from warpres.runtime.session import Session
@@ -131,6 +152,7 @@ def run_selftest(model_dir: str | Path, *, precisions: Sequence[str] = ("fp32", 
         images = synthetic_images(2, reference.info.image_size)
         edit = fixed_latent_shift(reference.info.latent_shape[1])
         expected = to_uint8(reference.edit(reference.invert(images), edit))
+        pytorch = _pytorch_backend(reference_model, report) if reference_model is not None else None
         for precision in precisions:
             try:
                 build(copy, precision=precision, profiles=SELFTEST_PROFILES, progress=progress)
@@ -143,7 +165,9 @@ def run_selftest(model_dir: str | Path, *, precisions: Sequence[str] = ("fp32", 
                 device.start_timing()
                 got = session.backend.run(stage, feeds)
                 tensorrt_seconds = sum(device.stop_timing()[stage.name])
-                report.stages.append(StageCheck(precision, stage.name, len(next(iter(feeds.values()))),
-                                                _error(got, outputs), 1e3 * tensorrt_seconds, 1e3 * seconds))
+                report.stages.append(StageCheck(
+                    precision, stage.name, len(next(iter(feeds.values()))), _error(got, outputs),
+                    1e3 * tensorrt_seconds, 1e3 * seconds,
+                    None if pytorch is None else _error(got, pytorch.run(stage, feeds))))
             report.image_psnr[precision] = psnr(to_uint8(session.edit(session.invert(images), edit)), expected)
     return report
