@@ -56,13 +56,21 @@ class CMakeBuild:
         return bool(compiler) and not compiler.endswith("NOTFOUND")
 
     def build(self, target: str) -> Path:
+        """Build the shared library `target`; its path."""
+        return self._build(target, f"lib{target}.so")
+
+    def build_program(self, target: str) -> Path:
+        """Build the executable `target`; its path."""
+        return self._build(target, target)
+
+    def _build(self, target: str, file_name: str) -> Path:
         result = subprocess.run(["cmake", "--build", str(self.directory), "--target", target, "-j2"],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             pytest.fail(f"building {target} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-        library = self.directory / f"lib{target}.so"
-        assert library.is_file(), f"the build reported success but {library} is missing"
-        return library
+        built = self.directory / file_name
+        assert built.is_file(), f"the build reported success but {built} is missing"
+        return built
 
 
 def configure_plugins(build_dir: Path) -> CMakeBuild:

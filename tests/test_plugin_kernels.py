@@ -381,24 +381,43 @@ def test_without_tensorrt_headers_configuration_succeeds_and_says_the_plugins_ar
     assert "TensorRT headers" in skipped[0] or "no CUDA compiler" in skipped[0]
 
 
-def test_the_plugin_library_builds_warning_free_and_exports_only_the_tensorrt_entry_points(tmp_path):
-    """Against $WARPRES_TENSORRT_INCLUDE: -Wall -Wextra as errors, no libnvinfer needed
-    (linked with --no-undefined), and exactly getCreators and setLoggerFinder exported."""
+@pytest.fixture(scope="module")
+def tensorrt_plugin_build(tmp_path_factory) -> CMakeBuild:
+    """The project configured against $WARPRES_TENSORRT_INCLUDE with warnings as errors; built
+    once for the tests below (the CUDA kernels take minutes)."""
     include = os.environ.get("WARPRES_TENSORRT_INCLUDE")
     if not include:
         pytest.skip("set WARPRES_TENSORRT_INCLUDE to a TensorRT include directory to build the plugins")
     require_build_tools()
-    if shutil.which("nm") is None:
-        pytest.skip("nm (binutils) is not installed")
-    configured = configure(tmp_path, f"-DTENSORRT_INCLUDE_DIR={include}", "-DCMAKE_COMPILE_WARNING_AS_ERROR=ON")
+    build_dir = tmp_path_factory.mktemp("tensorrt_plugins_build")
+    configured = configure(build_dir, f"-DTENSORRT_INCLUDE_DIR={include}", "-DCMAKE_COMPILE_WARNING_AS_ERROR=ON")
     assert configured.returncode == 0, f"cmake configure failed:\n{configured.stdout}\n{configured.stderr}"
-    build = CMakeBuild(tmp_path, configured.stdout)
+    build = CMakeBuild(build_dir, configured.stdout)
     if not build.has_cuda:
         pytest.skip("CMake found no CUDA compiler, which the plugin library needs")
-    library = build.build("warpres_plugins")
+    return build
+
+
+def test_the_plugin_library_builds_warning_free_and_exports_only_the_tensorrt_entry_points(tensorrt_plugin_build):
+    """Against $WARPRES_TENSORRT_INCLUDE: -Wall -Wextra as errors, no libnvinfer needed
+    (linked with --no-undefined), and exactly getCreators and setLoggerFinder exported."""
+    if shutil.which("nm") is None:
+        pytest.skip("nm (binutils) is not installed")
+    library = tensorrt_plugin_build.build("warpres_plugins")
     defined = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True, check=True)
     assert {line.split()[-1] for line in defined.stdout.splitlines() if line.strip()} == {
         "getCreators", "setLoggerFinder"}
     undefined = subprocess.run(["nm", "-D", "--undefined-only", str(library)], capture_output=True, text=True,
                                check=True)
     assert "nvinfer" not in undefined.stdout.lower()
+
+
+def test_the_plugin_library_passes_the_host_check_of_its_tensorrt_interfaces(tensorrt_plugin_build):
+    """warpres_plugin_host_check (plugins/tests/pluginHostCheck.cpp) loads the library as
+    loadLibrary does and drives both plugins' IPluginV3 interfaces on the CPU: creators,
+    attributes, serialisation, shapes, formats, configure, workspace, and a failing enqueue."""
+    library = tensorrt_plugin_build.build("warpres_plugins")
+    host_check = tensorrt_plugin_build.build_program("warpres_plugin_host_check")
+    result = subprocess.run([str(host_check), str(library)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (f"warpres_plugin_host_check exited with {result.returncode}:\n"
+                                    f"{result.stdout}\n{result.stderr}")
