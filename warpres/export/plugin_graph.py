@@ -118,24 +118,22 @@ class PluginKernels(Protocol):
 
 
 class TorchKernels:
-    """The plugin ops as their PyTorch references (the custom ops' eager implementations)."""
+    """The plugin ops as the torch custom ops the plugin nodes were traced from (their eager
+    implementations are the PyTorch references)."""
 
     def modulated_conv(self, x: np.ndarray, weight: np.ndarray, styles: np.ndarray, *, demodulate: int, up: int,
                        padding: int) -> np.ndarray:
-        from warpres.models.modulated_conv import modulated_conv2d
-        from warpres.models.resample import setup_filter
+        import warpres.models.modulated_conv  # noqa: F401  (registers warpres::modulated_conv)
 
         with torch.no_grad():
-            out = modulated_conv2d(torch.tensor(x), torch.tensor(weight), torch.tensor(styles),
-                                   demodulate=bool(demodulate), up=up, padding=padding,
-                                   resample_filter=setup_filter() if up > 1 else None)
-        return out.numpy()
+            return torch.ops.warpres.modulated_conv(torch.tensor(x), torch.tensor(weight), torch.tensor(styles),
+                                                    bool(demodulate), up, padding).numpy()
 
     def flow_warp(self, features: np.ndarray, flow: np.ndarray) -> np.ndarray:
-        from warpres.models.flow import warp
+        import warpres.models.flow  # noqa: F401  (registers warpres::flow_warp)
 
         with torch.no_grad():
-            return warp(torch.tensor(features), torch.tensor(flow)).numpy()
+            return torch.ops.warpres.flow_warp(torch.tensor(features), torch.tensor(flow)).numpy()
 
 
 def _torch_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, group: int = 1,

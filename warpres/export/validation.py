@@ -14,7 +14,6 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,7 +27,7 @@ from warpres.export.plugin_graph import ReferenceRunner, plugin_node_counts
 from warpres.export.specs import ExportSpec, Tolerance, spec_for
 from warpres.models.editor import EditingModel
 from warpres.models.subgraphs import stage_module
-from warpres.stages import ModelFolder, open_model_folder
+from warpres.stages import PLUGIN, ModelFolder, open_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +159,10 @@ class OrtRunner:
 def graph_runner(path: str | os.PathLike[str], has_plugin_nodes: bool | None = None) -> GraphRunner:
     """ONNX Runtime for a portable graph, the reference runner for one with plugin nodes
     (`has_plugin_nodes`; read from the file when not given)."""
-    if has_plugin_nodes is None:
-        has_plugin_nodes = bool(plugin_node_counts(onnx.load(str(path))))
-    return ReferenceRunner(Path(path)) if has_plugin_nodes else OrtRunner(path)
+    if has_plugin_nodes is False:
+        return OrtRunner(path)
+    proto = onnx.load(str(path))
+    return ReferenceRunner(proto) if plugin_node_counts(proto) else OrtRunner(path)
 
 
 def _max_abs_error(graph_out: np.ndarray, reference: np.ndarray) -> float:
@@ -242,8 +242,9 @@ def validate_model_folder(model: EditingModel, folder: str | os.PathLike[str] | 
         raise ExportError(f"{folder.path}: a {manifest.family} export; this model is {model.family}")
     with eval_mode(model):
         activations = validation_activations(model, batches, seed)
+        maybe_plugins = None if manifest.flavour == PLUGIN else False  # portable graphs are not read to look
         errors = [e for stage in manifest.stages
-                  for e in compare_stage(model, spec_for(stage), folder.graph_path(stage), activations)]
+                  for e in compare_stage(model, spec_for(stage), folder.graph_path(stage), activations, maybe_plugins)]
     report = ValidationReport(tuple(errors))
     if emit is not None:
         for line in report.table():

@@ -64,6 +64,13 @@ def _convolve(
     return upfirdn2d(x, resample_filter, padding=(before, after, before, after), gain=up**2)
 
 
+def _decomposed(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, up: int, padding: int,
+                resample_filter: torch.Tensor | None) -> torch.Tensor:
+    """Scale the input by the styles, convolve with the constant weight, scale by the demodulation."""
+    x = _convolve(x * styles[:, :, None, None], weight, up, padding, resample_filter, groups=1)
+    return x * demodulation_coefficients(weight, styles)[:, :, None, None] if demodulate else x
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -90,11 +97,7 @@ def modulated_conv2d(
         _check_plugin_contract(weight, up, padding, resample_filter)
         return torch.ops.warpres.modulated_conv(x, weight, styles, demodulate, up, padding)
     if not fused:
-        x = x * styles[:, :, None, None]
-        x = _convolve(x, weight, up, padding, resample_filter, groups=1)
-        if demodulate:
-            x = x * demodulation_coefficients(weight, styles)[:, :, None, None]
-        return x
+        return _decomposed(x, weight, styles, demodulate, up, padding, resample_filter)
 
     per_sample = weight[None] * styles[:, None, :, None, None]  # (B, O, I, k, k)
     if demodulate:
@@ -133,9 +136,7 @@ def is_binomial_filter(resample_filter: torch.Tensor | None) -> bool:
 def _modulated_conv_node(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, up: int,
                          padding: int) -> torch.Tensor:
     """One ModulatedConv plugin node (warpres.models.plugin_ops); computes the decomposed form."""
-    resample_filter = setup_filter().to(x.device) if up > 1 else None
-    x = _convolve(x * styles[:, :, None, None], weight, up, padding, resample_filter, groups=1)
-    return x * demodulation_coefficients(weight, styles)[:, :, None, None] if demodulate else x
+    return _decomposed(x, weight, styles, demodulate, up, padding, setup_filter().to(x.device) if up > 1 else None)
 
 
 @_modulated_conv_node.register_fake
