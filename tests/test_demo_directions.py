@@ -10,6 +10,7 @@ from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.directions import ATTRIBUTES, fit_direction, fit_directions, readability
 from warpres.demo.encoder import new_encoder
 from warpres.demo.prior import params_from_latent, sample_latent, sample_params
+from warpres.export.fingerprint import encoder_fingerprint
 
 
 def test_a_known_linear_attribute_is_recovered_in_its_own_units():
@@ -24,8 +25,10 @@ def test_a_known_linear_attribute_is_recovered_in_its_own_units():
     assert float(vector @ truth) == pytest.approx(1.0, rel=1e-2)  # strength 1 = +1 label unit
 
 
-def test_codes_of_renders_keep_their_labels():
-    codes = encode_renders(new_encoder(), 0, seed=7, count=6, batch_size=4, workers=0, progress=False)
+def test_codes_of_renders_keep_their_labels_and_name_the_encoder_that_made_them():
+    encoder = new_encoder()
+    codes = encode_renders(encoder, seed=7, count=6, batch_size=4, workers=0, progress=False)
+    assert codes.encoder == encoder_fingerprint(encoder) != encoder_fingerprint(new_encoder(seed=1))
     assert codes.z.shape == (6, 24) and codes.w.shape == (6, 64) and np.all(np.isfinite(codes.w))
     first, _ = sample_latent(np.random.default_rng([7, 0]))
     np.testing.assert_array_equal(codes.z[0], first)
@@ -35,19 +38,19 @@ def test_codes_of_renders_keep_their_labels():
 def test_codes_survive_a_round_trip_through_their_file(tmp_path):
     rng = np.random.default_rng(0)
     codes = Codes(rng.standard_normal((5, 24)).astype(np.float32), rng.standard_normal((5, 64)).astype(np.float32),
-                  np.stack([sample_params(rng).to_vector() for _ in range(5)]), encoder_step=250)
+                  np.stack([sample_params(rng).to_vector() for _ in range(5)]), encoder="a" * 64)
     codes.save(tmp_path / "codes.safetensors")
     again = Codes.load(tmp_path / "codes.safetensors")
     assert again.faces() == codes.faces()
     np.testing.assert_array_equal(again.w, codes.w)
-    assert again.encoder_step == 250
+    assert again.encoder == "a" * 64
 
 
 def test_every_semantic_edit_gets_a_direction_in_w():
     rng = np.random.default_rng(1)
     faces = [sample_params(rng) for _ in range(300)]
     codes = Codes(np.zeros((300, 24), np.float32), rng.standard_normal((300, 64)).astype(np.float32),
-                  np.stack([face.to_vector() for face in faces]), encoder_step=0)
+                  np.stack([face.to_vector() for face in faces]), encoder="")
     library = fit_directions(codes)
     assert set(library.names) == set(ATTRIBUTES)
     wplus = np.zeros((1, 12, 64), dtype=np.float32)
@@ -62,6 +65,6 @@ def test_readability_is_high_for_an_attribute_w_encodes_and_near_zero_for_one_it
     w = rng.standard_normal((2000, 64))
     w[:, 0] = yaw + 0.05 * rng.standard_normal(2000)  # pose is in W; the smile is not
     codes = Codes(np.zeros((2000, 24), np.float32), w.astype(np.float32),
-                  np.stack([face.to_vector() for face in faces]), encoder_step=0)
+                  np.stack([face.to_vector() for face in faces]), encoder="")
     scores = readability(codes)
     assert scores["pose"] > 0.9 and abs(scores["smile"]) < 0.1

@@ -33,7 +33,7 @@ from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.data import RenderedFaces
 from warpres.demo.directions import fit_directions, readability
 from warpres.demo.encoder import AutoencoderObjective, AutoencoderPair, new_adversary, new_encoder
-from warpres.demo.fitting import FitConfig, fit, fitted_step, load_fitted
+from warpres.demo.fitting import FitConfig, fit, load_fitted
 from warpres.demo.generator import RESOLUTION, fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import AttributeRegressor, load_domain_features, load_regressor
@@ -42,6 +42,7 @@ from warpres.demo.showcase import DIRECTIONS
 from warpres.demo.showcase import SAMPLES as SAMPLES_FOLDER
 from warpres.edits import DirectionLibrary
 from warpres.errors import TrainingError
+from warpres.export.fingerprint import encoder_fingerprint
 from warpres.files import atomic_path
 from warpres.models.editor import EditingModel
 from warpres.runtime.imageio import write_image
@@ -137,10 +138,9 @@ def build_mapping(work: Path, config: FitConfig | None = None, progress: bool = 
     onto them, and the result: WORK/inversion.safetensors (E0 + G)."""
     fitted = _require(work, "autoencoder.fit")
     pair: AutoencoderPair = load_fitted(fitted, AutoencoderPair(new_encoder(), new_generator()))
-    step = fitted_step(fitted)
     codes_path = work / "codes.safetensors"
-    if not codes_path.exists() or Codes.load(codes_path).encoder_step != step:
-        encode_renders(pair.encoder, step, CODES_SEED, CODES, progress=progress).save(codes_path)
+    if not codes_path.exists() or Codes.load(codes_path).encoder != encoder_fingerprint(pair.encoder):
+        encode_renders(pair.encoder, CODES_SEED, CODES, progress=progress).save(codes_path)
     codes = Codes.load(codes_path)
     error = fit_mapping(pair.generator, torch.from_numpy(codes.z), torch.from_numpy(codes.w), progress=progress)
     spread = float(codes.w.var(axis=0).mean())

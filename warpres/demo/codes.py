@@ -20,6 +20,7 @@ from tqdm import tqdm
 from warpres.demo.data import RenderedFaces
 from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.renderer import FaceParams
+from warpres.export.fingerprint import encoder_fingerprint
 from warpres.files import atomic_path
 from warpres.models.encoders import StyleEncoder
 
@@ -29,7 +30,7 @@ class Codes:
     z: np.ndarray  # (N, z_dim) the prior's latents
     w: np.ndarray  # (N, w_dim) E0's codes of their renders
     params: np.ndarray  # (N, P) float64 FaceParams vectors (with the detail seeds)
-    encoder_step: int  # the fitting step of the E0 that made them
+    encoder: str  # the fingerprint of the E0 that made them (export.fingerprint.encoder_fingerprint)
 
     def faces(self) -> list[FaceParams]:
         return [FaceParams.from_vector(row) for row in self.params]
@@ -37,17 +38,17 @@ class Codes:
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
             save_file({"z": self.z, "w": self.w, "params": self.params}, str(tmp),
-                      metadata={"encoder_step": str(self.encoder_step)})
+                      metadata={"encoder": self.encoder})
 
     @classmethod
     def load(cls, path: Path) -> Codes:
         with safe_open(str(path), framework="numpy") as handle:
-            step = int((handle.metadata() or {}).get("encoder_step", -1))
-        return cls(**load_file(str(path)), encoder_step=step)
+            encoder = (handle.metadata() or {}).get("encoder", "")
+        return cls(**load_file(str(path)), encoder=encoder)
 
 
 @torch.no_grad()
-def encode_renders(encoder: StyleEncoder, encoder_step: int, seed: int, count: int, batch_size: int = 64,
+def encode_renders(encoder: StyleEncoder, seed: int, count: int, batch_size: int = 64,
                    workers: int = 1, progress: bool = True) -> Codes:
     """The codes of the first `count` renders of the stream `seed` (RenderedFaces numbering)."""
     encoder.eval()
@@ -60,4 +61,4 @@ def encode_renders(encoder: StyleEncoder, encoder_step: int, seed: int, count: i
             w.append(wplus.float().mean(dim=1))
             z.append(latents)
     params = [params_from_latent(*sample_latent(np.random.default_rng([seed, k]))).to_vector() for k in range(count)]
-    return Codes(torch.cat(z).numpy(), torch.cat(w).numpy(), np.stack(params), encoder_step)
+    return Codes(torch.cat(z).numpy(), torch.cat(w).numpy(), np.stack(params), encoder_fingerprint(encoder))

@@ -187,12 +187,6 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
     return step
 
 
-def fitted_step(path: Path) -> int:
-    """The step a fitting checkpoint was saved at."""
-    with safe_open(str(path), framework="pt") as handle:
-        return int(handle.metadata()["step"])
-
-
 def load_fitted(path: Path, module: nn.Module) -> nn.Module:
     """The module state of a fitting checkpoint (its final or latest step), in eval mode."""
     tensors = load_file(str(path))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from warpres.models.editor import EditingModel
+from warpres.models.encoders import StyleEncoder
 from warpres.stages import Stage
 
 
@@ -47,6 +48,15 @@ def model_id(model: EditingModel) -> str:
     if model.encoder is not None:
         tensors["encoder.latent_avg"] = model.encoder.latent_avg
     _update_tensors(digest, tensors)
+    return digest.hexdigest()
+
+
+def encoder_fingerprint(encoder: StyleEncoder) -> str:
+    """Hex SHA-256 over an encoder's config, weights, buffers and `latent_avg`: what its codes of
+    given images depend on."""
+    digest = hashlib.sha256()
+    _update(digest, json.dumps(encoder.config.to_dict(), sort_keys=True, separators=(",", ":")).encode())
+    _update_tensors(digest, {**encoder.state_dict(), "latent_avg": encoder.latent_avg})
     return digest.hexdigest()
 
 
