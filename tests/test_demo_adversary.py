@@ -21,7 +21,7 @@ SMALL_CRITIC = DiscriminatorConfig(resolution=32, channel_base=256, channel_max=
 
 
 def _renders(count, size=128):
-    faces = RenderedFaces(seed=4, size=size, components=True)
+    faces = RenderedFaces(seed=4, size=size, autoencoder=True)
     return tuple(torch.stack(t) for t in zip(*(faces[k] for k in range(count)), strict=True))
 
 

@@ -85,15 +85,15 @@ def test_hues_are_recovered_from_their_circular_targets():
 
 
 def _renders(count):
-    faces = RenderedFaces(seed=4, components=True)
+    faces = RenderedFaces(seed=4, autoencoder=True)
     return tuple(torch.stack(t) for t in zip(*(faces[k] for k in range(count)), strict=True))
 
 
 def test_the_component_mask_covers_the_eyes_and_mouth_with_a_margin_and_nothing_else():
     params = params_from_latent(*sample_latent(np.random.default_rng([4, 0])))
     _, masks = render_with_masks(params, 128)
-    mask = RenderedFaces(seed=4, components=True)[0][3][0].numpy().astype(bool)
-    assert np.array_equal(RenderedFaces(seed=4, components=True)[0][0], RenderedFaces(seed=4)[0][0])
+    mask = RenderedFaces(seed=4, autoencoder=True)[0][3][0].numpy().astype(bool)
+    assert np.array_equal(RenderedFaces(seed=4, autoencoder=True)[0][0], RenderedFaces(seed=4)[0][0])
     assert mask[masks["mouth"] | masks["eyes"]].all()
     grown = mask & ~(masks["mouth"] | masks["eyes"])
     assert 0 < grown.sum() < 3 * (masks["mouth"] | masks["eyes"]).sum()
@@ -102,12 +102,12 @@ def test_the_component_mask_covers_the_eyes_and_mouth_with_a_margin_and_nothing_
 
 def test_the_autoencoder_objective_trains_e0_the_synthesis_and_the_probe_together():
     pair = AutoencoderPair(new_encoder(), new_generator())
-    images, z, targets, components = _renders(3)
-    terms = AutoencoderObjective(pair, None)((images, z, targets, components))
+    images, z, targets, components, plain = _renders(3)
+    terms = AutoencoderObjective(pair, None)((images, z, targets, components, plain))
     terms["loss"].backward()
     with torch.no_grad():
         wplus, _ = pair.encoder(images)
-        error = (pair.generator.synthesis(wplus) - images).abs()
+        error = (pair.generator.synthesis(wplus) - plain).abs()  # the input without its details
         codes = wplus.mean(dim=1)
         standardised = (codes - codes.mean(dim=0)) / (codes.var(dim=0, unbiased=False) + 1e-5).sqrt()
         probed = pair.probe[1](standardised)  # the batch's own statistics, as in training

@@ -23,6 +23,7 @@ from warpres.demo.renderer import (
     render,
     render_with_masks,
     with_attribute,
+    without_details,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,6 +187,22 @@ def test_an_identity_detail_changes_the_image_only_where_it_lives():
     assert not np.any(changed(first, third) & ~grow(masks["background"], 1))
     fourth = render(dataclasses.replace(params, clothing_seed=8))
     assert not np.any(changed(first, fourth) & ~grow(masks["clothing"] | masks["neck"], 1))
+
+
+def test_without_details_the_face_loses_its_details_and_keeps_everything_else():
+    params = detailed_identity(glasses=0.9, smile=0.8)
+    detailed, masks = render_with_masks(params)
+    plain, plain_masks = render_with_masks(without_details(params))
+    difference = changed(detailed, plain)
+    assert difference[masks["background"]].mean() > 0.3  # the texture is gone
+    assert difference[masks["clothing"]].mean() > 0.1  # the pattern is gone
+    assert difference[masks["earrings"]].all()
+    for kept in ("eyes", "mouth", "glasses", "hair"):
+        assert np.array_equal(masks[kept], plain_masks[kept]), kept
+    inside = cv2.erode((masks["eyes"] | masks["mouth"]).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert inside.sum() > 20 and not difference[inside].any()
+    again = without_details(params)
+    assert render(without_details(again)).tobytes() == plain.tobytes()
 
 
 def test_sampled_identities_are_diverse_valid_images():

@@ -32,7 +32,7 @@ from warpres.demo.bundle import ASSETS, BUNDLE, write_bundle
 from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.data import RenderedFaces
 from warpres.demo.directions import fit_directions, readability
-from warpres.demo.encoder import AutoencoderObjective, AutoencoderPair, new_adversary, new_encoder
+from warpres.demo.encoder import AutoencoderObjective, AutoencoderPair, new_encoder
 from warpres.demo.fitting import FitConfig, fit, load_fitted
 from warpres.demo.generator import RESOLUTION, fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
@@ -66,7 +66,9 @@ class Plan:
     # unit scale, move ~1e-4 of their size per step at 3e-4. So G trains at 2e-3 from run 6 on,
     # which began (`--init`) from run 5's step 8,000. Run 6 still drew a blurred band for the eyes
     # and no mouth at step 2,700 (held-out L1 0.135, falling ~0.005 per 1,000 steps); run 7 adds
-    # the critic (`warpres.demo.adversary`), 3,000 steps from run 6's step-2,500 checkpoint.
+    # the critic (`warpres.demo.adversary`), from run 6's step 2,500: by step 500 it had added speckle, not
+    # eyes (L1 0.14 -> 0.19). Run 8 (from the same checkpoint, no critic) reconstructs each render
+    # without its details (`renderer.without_details`): what W cannot hold no longer dominates L1.
     autoencoder: FitConfig = FitConfig(steps=3000, batch_size=16, lr=3e-4, group_lrs=(("generator.", 2e-3),))
 
 
@@ -112,10 +114,8 @@ def build_autoencoder(work: Path, config: FitConfig, progress: bool = True, init
     if init is not None and not checkpoint.exists():
         _start_from(pair, init)
     perceptual = PerceptualLoss(load_domain_features(_require(work, "regressor")))
-    adversary = new_adversary(config.batch_size)
-    fit("autoencoder", pair, AutoencoderObjective(pair, perceptual, adversary),
-        RenderedFaces(AUTOENCODER_SEED, components=True), work, config, progress=progress, helpers=[perceptual],
-        adversary=adversary)
+    fit("autoencoder", pair, AutoencoderObjective(pair, perceptual),
+        RenderedFaces(AUTOENCODER_SEED, autoencoder=True), work, config, progress=progress, helpers=[perceptual])
     return checkpoint
 
 

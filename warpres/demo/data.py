@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import regression_targets
-from warpres.demo.renderer import render, render_with_masks
+from warpres.demo.renderer import render, render_with_masks, without_details
 from warpres.images import to_model_input
 
 FACIAL_COMPONENTS = ("eyes", "mouth")
@@ -26,16 +26,17 @@ def component_mask(masks: dict[str, np.ndarray], size: int) -> np.ndarray:
 
 class RenderedFaces(Dataset):
     """Item k: image (3, size, size) in [-1, 1], its latent z (D,), its regression targets (T,)
-    and, with `components`, the :func:`component_mask` of its eyes and mouth (1, size, size).
+    and, with `autoencoder`, the :func:`component_mask` of its eyes and mouth (1, size, size)
+    and the render of the same face :func:`without_details` (3, size, size).
 
     `count` bounds the stream (a held-out set); None leaves it endless (read it with a sampler).
     """
 
-    def __init__(self, seed: int, size: int = 128, count: int | None = None, components: bool = False) -> None:
+    def __init__(self, seed: int, size: int = 128, count: int | None = None, autoencoder: bool = False) -> None:
         self.seed = seed
         self.size = size
         self.count = count
-        self.components = components
+        self.autoencoder = autoencoder
 
     def __len__(self) -> int:
         if self.count is None:
@@ -47,10 +48,15 @@ class RenderedFaces(Dataset):
             raise IndexError(k)
         z, seeds = sample_latent(np.random.default_rng([self.seed, k]))
         params = params_from_latent(z, seeds)
-        if self.components:
+        if self.autoencoder:
             pixels, masks = render_with_masks(params, self.size)
         else:
             pixels, masks = render(params, self.size), None
-        item = (torch.from_numpy(to_model_input(pixels, self.size)[0]), torch.from_numpy(z),
-                torch.from_numpy(regression_targets(params)))
-        return item if masks is None else (*item, torch.from_numpy(component_mask(masks, self.size)))
+        item = (self._tensor(pixels), torch.from_numpy(z), torch.from_numpy(regression_targets(params)))
+        if masks is None:
+            return item
+        plain = self._tensor(render(without_details(params), self.size))
+        return (*item, torch.from_numpy(component_mask(masks, self.size)), plain)
+
+    def _tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(to_model_input(pixels, self.size)[0])

@@ -96,8 +96,9 @@ _PROBED_INDEX = [TARGET_NAMES.index(name) for name in PROBED_TARGETS]
 
 
 class AutoencoderObjective:
-    """batch (images, z, targets, component masks) of `RenderedFaces(components=True)` ->
-    {"loss", "l1", "components", "probe", "spread", "delta", "perceptual"} of G(E0(x)) against x, and
+    """batch (images x, z, targets, component masks, plain renders p) of
+    `RenderedFaces(autoencoder=True)` -> {"loss", "l1", "components", "probe", "spread", "delta",
+    "perceptual"} of G(E0(x)) against p, x without its details, and
     with an adversary its critic's loss ("critic", after its update) and the non-saturating
     loss of G(E0(x)) against it ("adversarial")."""
 
@@ -108,10 +109,10 @@ class AutoencoderObjective:
         self.adversary = adversary
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
-        images, _, targets, components = batch
+        images, _, targets, components, plain = batch
         output, wplus = self.pair(images)
         output, wplus = output.float(), wplus.float()
-        error = (output - images).abs()
+        error = (output - plain).abs()
         codes = wplus.mean(dim=1)
         attributes = self.pair.probe(codes).float()
         covered = components.sum() * images.shape[1]
@@ -122,9 +123,9 @@ class AutoencoderObjective:
                  "delta": (wplus[:, 1:] - wplus[:, :1]).square().mean()}
         if self.perceptual is not None:
             terms["perceptual"] = self.perceptual(F.adaptive_avg_pool2d(output, PERCEPTUAL_SIZE),
-                                                  F.adaptive_avg_pool2d(images, PERCEPTUAL_SIZE))
+                                                  F.adaptive_avg_pool2d(plain, PERCEPTUAL_SIZE))
         if self.adversary is not None:
-            terms["critic"] = self.adversary.update(images, output)
+            terms["critic"] = self.adversary.update(plain, output)
             terms["adversarial"] = self.adversary.generator_loss(output)
         emphasis = COMPONENT_WEIGHT * (error * components).mean()  # their L1, counted COMPONENT_WEIGHT more times
         terms["loss"] = (terms["l1"] + emphasis + PROBE_WEIGHT * terms["probe"] + SPREAD_WEIGHT * terms["spread"]

@@ -212,6 +212,13 @@ def with_attribute(params: FaceParams, **changes: float) -> FaceParams:
     return dataclasses.replace(params, **changes)
 
 
+def without_details(params: FaceParams) -> FaceParams:
+    """The same face without its seeded and small identity details (freckles, moles, earrings,
+    clothing patterns, background textures): what a low-rate latent can hold of it."""
+    return dataclasses.replace(params, freckle_density=0.0, mole_count=0, earring_style=EarringStyle.NONE,
+                               clothing_pattern=ClothingPattern.SOLID, background_style=BackgroundStyle.GRADIENT)
+
+
 def render(params: FaceParams, size: int = 128) -> np.ndarray:
     """uint8 RGB (size, size, 3)."""
     return _draw(params, size, with_masks=False).image(size)
