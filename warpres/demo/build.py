@@ -32,7 +32,7 @@ from warpres.demo.bundle import ASSETS, BUNDLE, write_bundle
 from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.data import RenderedFaces
 from warpres.demo.directions import fit_directions, readability
-from warpres.demo.encoder import AutoencoderObjective, AutoencoderPair, new_encoder
+from warpres.demo.encoder import DEMO_ENCODER, AutoencoderObjective, AutoencoderPair, new_encoder
 from warpres.demo.fitting import FitConfig, fit, load_fitted
 from warpres.demo.generator import RESOLUTION, fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
@@ -69,7 +69,16 @@ class Plan:
     # the critic (`warpres.demo.adversary`), from run 6's step 2,500: by step 500 it had added speckle, not
     # eyes (L1 0.14 -> 0.19). Run 8 (from the same checkpoint, no critic) reconstructs each render
     # without its details (`renderer.without_details`): what W cannot hold no longer dominates L1.
-    autoencoder: FitConfig = FitConfig(steps=3000, batch_size=16, lr=3e-4, group_lrs=(("generator.", 2e-3),))
+    # Run 8's faces were as blurred at step 500. Memorising 16 plain renders (free W+ per image)
+    # showed why: at G lr 2e-3 the synthesis drew blobs after 800 steps (L1 0.053) and learnt the
+    # 32-px band 3x slower than a plain conv decoder; at 2e-2 (codes 0.1) eyes, mouths and glasses
+    # appeared by step 1,000 (L1 0.034). Equalized-lr weights are stored at unit scale, so Adam's
+    # step is ~20x smaller relative to them than to a conventionally initialised layer's: StyleGAN2's
+    # 2e-3 suits a GAN game, not a regression. Run 9: G at 2e-2, E0's equalized style heads at
+    # 1e-2, the rest of E0 (and the probe) at 1e-3, from run 6's step 2,500.
+    autoencoder: FitConfig = FitConfig(
+        steps=3000, batch_size=16, lr=1e-3,
+        group_lrs=(("generator.", 2e-2), *((f"encoder.styles.{i}.linear.", 1e-2) for i in range(DEMO_ENCODER.num_ws))))
 
 
 def _result(work: Path, name: str) -> Path:

@@ -1,8 +1,11 @@
 """The demo E0, a reduced e4e encoder, fitted jointly with the demo generator's synthesis.
 
-The pair is trained as an autoencoder on renders: x -> E0 -> W+ -> synthesis -> x, under L1 and
-the domain perceptual distance (at half resolution: a quarter of the cost, while L1 keeps the
-full-resolution detail). At weight 1 the perceptual term was 3% of the loss and the faces
+The pair is trained as an autoencoder on renders: x -> E0 -> W+ -> synthesis -> p, where p is x
+rendered without its identity details (`renderer.without_details`: freckles, moles, earrings,
+clothing patterns, background textures). Those are what W cannot hold and what the residual
+branches restore; as targets they dominated L1 with errors no code could lower. The loss is L1
+plus the domain perceptual distance (at half resolution: a quarter of the cost, while L1 keeps
+the full-resolution detail). At weight 1 the perceptual term was 3% of the loss and the faces
 stayed blurred (L1 0.155 at step 1,000); from step 1,000 it has weight 10, about a third,
 closer to pSp's recipe, where LPIPS outweighs the pixel loss. e4e's delta regulariser keeps
 every layer's style near the base code (W+ = w + deltas, the deltas penalised), so that
