@@ -65,10 +65,11 @@ class Plan:
     # 0.143 at 2e-3 and 0.137 at 5e-3 (Adam betas 0.9, 0.99): its equalized-lr weights, stored at
     # unit scale, move ~1e-4 of their size per step at 3e-4. So G trains at 2e-3 from run 6 on,
     # which began (`--init`) from run 5's step 8,000. Run 6 still drew a blurred band for the eyes
-    # and no mouth at step 2,700 (held-out L1 0.135, falling ~0.005 per 1,000 steps); run 7 adds
-    # the critic (`warpres.demo.adversary`), from run 6's step 2,500: by step 500 it had added speckle, not
-    # eyes (L1 0.14 -> 0.19). Run 8 (from the same checkpoint, no critic) reconstructs each render
-    # without its details (`renderer.without_details`): what W cannot hold no longer dominates L1.
+    # and no mouth at step 2,700 (held-out L1 0.135, falling ~0.005 per 1,000 steps); run 7 added
+    # a StyleGAN2 critic (adversarial weight 0.1, R1, commit 5a1a385), from run 6's step 2,500: by
+    # step 500 it had added speckle, not eyes (L1 0.14 -> 0.19), and was dropped. Run 8 (from the
+    # same checkpoint, no critic) reconstructs each render without its details
+    # (`renderer.without_details`): what W cannot hold no longer dominates L1.
     # Run 8's faces were as blurred at step 500. Memorising 16 plain renders (free W+ per image)
     # showed why: at G lr 2e-3 the synthesis drew blobs after 800 steps (L1 0.053) and learnt the
     # 32-px band 3x slower than a plain conv decoder; at 2e-2 (codes 0.1) eyes, mouths and glasses

@@ -29,9 +29,6 @@ codes satisfies the hinge for the whole batch, and E0 learnt exactly that (a str
 render got codes 6x the others' in training mode, 150x through the running BatchNorm statistics,
 while the rest stayed collapsed). Bounded, one image moves a dimension's spread by at most
 ~1/sqrt(batch).
-
-From run 7 on, a critic (`warpres.demo.adversary`) adds an adversarial term: with these terms
-alone the faces kept a blurred band where the eyes belong and no mouth (see there).
 """
 
 from __future__ import annotations
@@ -39,10 +36,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from warpres.demo.adversary import Adversary, r1_gamma_for
 from warpres.demo.generator import DEMO_GENERATOR, RESOLUTION
 from warpres.demo.regressor import TARGET_NAMES
-from warpres.models.discriminator import DiscriminatorConfig
 from warpres.models.encoders import EncoderConfig, StyleEncoder
 from warpres.models.stylegan2 import Generator
 from warpres.training.losses import PerceptualLoss
@@ -54,7 +49,6 @@ PERCEPTUAL_WEIGHT = 10.0
 DELTA_WEIGHT = 0.1
 COMPONENT_WEIGHT = 10.0
 PROBE_WEIGHT = 1.0
-ADVERSARIAL_WEIGHT = 0.1  # StyleRes' weight beside its L2 + LPIPS
 SPREAD, SPREAD_WEIGHT = 0.4, 1.0  # spread of tanh(code); codes ~N(0, 0.6) give 0.45
 PROBED_TARGETS = ("smile", "yaw", "pitch", "glasses", "age", "hair_hue_cos", "hair_hue_sin")
 
@@ -63,13 +57,6 @@ def spread_shortfall(codes: torch.Tensor) -> torch.Tensor:
     """How far each dimension's spread over the batch, of tanh(codes (B, D)), falls short of
     SPREAD, averaged over the dimensions: the variance hinge (see the module docstring)."""
     return F.relu(SPREAD - torch.tanh(codes).std(dim=0)).mean()
-
-
-DEMO_CRITIC = DiscriminatorConfig(resolution=RESOLUTION, channel_base=2048, channel_max=256)
-
-
-def new_adversary(batch_size: int, seed: int = 0) -> Adversary:
-    return Adversary(DEMO_CRITIC, r1_gamma=r1_gamma_for(RESOLUTION, batch_size), seed=seed)
 
 
 def new_encoder(seed: int = 0) -> StyleEncoder:
@@ -101,15 +88,11 @@ _PROBED_INDEX = [TARGET_NAMES.index(name) for name in PROBED_TARGETS]
 class AutoencoderObjective:
     """batch (images x, z, targets, component masks, plain renders p) of
     `RenderedFaces(autoencoder=True)` -> {"loss", "l1", "components", "probe", "spread", "delta",
-    "perceptual"} of G(E0(x)) against p, x without its details, and
-    with an adversary its critic's loss ("critic", after its update) and the non-saturating
-    loss of G(E0(x)) against it ("adversarial")."""
+    "perceptual"} of G(E0(x)) against p, x without its details."""
 
-    def __init__(self, pair: AutoencoderPair, perceptual: PerceptualLoss | None,
-                 adversary: Adversary | None = None) -> None:
+    def __init__(self, pair: AutoencoderPair, perceptual: PerceptualLoss | None) -> None:
         self.pair = pair
         self.perceptual = perceptual
-        self.adversary = adversary
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         images, _, targets, components, plain = batch
@@ -127,11 +110,7 @@ class AutoencoderObjective:
         if self.perceptual is not None:
             terms["perceptual"] = self.perceptual(F.adaptive_avg_pool2d(output, PERCEPTUAL_SIZE),
                                                   F.adaptive_avg_pool2d(plain, PERCEPTUAL_SIZE))
-        if self.adversary is not None:
-            terms["critic"] = self.adversary.update(plain, output)
-            terms["adversarial"] = self.adversary.generator_loss(output)
         emphasis = COMPONENT_WEIGHT * (error * components).mean()  # their L1, counted COMPONENT_WEIGHT more times
         terms["loss"] = (terms["l1"] + emphasis + PROBE_WEIGHT * terms["probe"] + SPREAD_WEIGHT * terms["spread"]
-                         + DELTA_WEIGHT * terms["delta"] + PERCEPTUAL_WEIGHT * terms.get("perceptual", 0.0)
-                 + ADVERSARIAL_WEIGHT * terms.get("adversarial", 0.0))
+                         + DELTA_WEIGHT * terms["delta"] + PERCEPTUAL_WEIGHT * terms.get("perceptual", 0.0))
         return terms

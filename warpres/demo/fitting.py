@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from warpres.checkpoints.safe_load import strip_prefix
-from warpres.demo.adversary import Adversary
 from warpres.errors import TrainingError
 from warpres.files import atomic_path
 from warpres.training.checkpoint import optimizer_state, optimizer_tensors
@@ -80,7 +79,7 @@ def _parameter_groups(module: nn.Module, parameters: Sequence[nn.Parameter], con
 
 def fit(name: str, module: nn.Module, objective: Objective, data: Dataset, work: Path, config: FitConfig,
         parameters: Sequence[nn.Parameter] | None = None, progress: bool = True, until: int | None = None,
-        helpers: Sequence[nn.Module] = (), adversary: Adversary | None = None) -> nn.Module:
+        helpers: Sequence[nn.Module] = ()) -> nn.Module:
     """Fit `module` (its `parameters`, default all) to minimise objective(batch)["loss"] for
     config.steps steps, resuming from WORK/<name>.fit.safetensors when present; `until` stops
     (with a checkpoint) at an earlier step of the same plan. A plan may change its `steps` while
@@ -88,16 +87,14 @@ def fit(name: str, module: nn.Module, objective: Objective, data: Dataset, work:
     restart: the rate returns to `lr` and drops again for the new run's last `final_fraction`).
     `helpers` are the frozen networks the objective runs (generator, perceptual network): they go
     channels-last too, since a channels-first bf16 backward takes oneDNN's slow path (3x slower
-    here). `adversary`, the critic the objective steps, is checkpointed with the module (a fit
-    begun with a critic continues only with one, and one begun without only without). Returns
-    the module."""
+    here). Returns the module."""
     work.mkdir(parents=True, exist_ok=True)
     checkpoint, log_path = work / f"{name}.fit.safetensors", work / f"{name}.log.csv"
-    for network in (module, *helpers, *([adversary] if adversary is not None else [])):
+    for network in (module, *helpers):
         network.to(memory_format=torch.channels_last)
     parameters = list(module.parameters() if parameters is None else parameters)
     optimizer = torch.optim.Adam(_parameter_groups(module, parameters, config), lr=config.lr, betas=config.betas)
-    step = _resume(checkpoint, module, optimizer, config, adversary) if checkpoint.exists() else 0
+    step = _resume(checkpoint, module, optimizer, config) if checkpoint.exists() else 0
     truncate_after(log_path, step)
     last = config.steps if until is None else min(until, config.steps)
     if step >= last:
@@ -132,32 +129,21 @@ def fit(name: str, module: nn.Module, objective: Objective, data: Dataset, work:
                            {"step": step, **row, "seconds": round(time.perf_counter() - started, 1)})
                 interval.clear()
             if step % config.checkpoint_every == 0 or step == last:
-                _save(checkpoint, module, optimizer, step, config, adversary)
+                _save(checkpoint, module, optimizer, step, config)
     return module.eval()
 
 
-def _save(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: FitConfig,
-          adversary: Adversary | None) -> None:
+def _save(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: FitConfig) -> None:
     tensors, plain = optimizer_tensors(optimizer.state_dict(), "optimizer")
     tensors |= {f"module.{k}": v.detach().contiguous().clone() for k, v in module.state_dict().items()}
     metadata = {"step": str(step), "optimizer": json.dumps(plain), "config": json.dumps(asdict(config))}
-    if adversary is not None:
-        critic_tensors, critic_plain = optimizer_tensors(adversary.optimizer.state_dict(), "adversary_optimizer")
-        tensors |= critic_tensors | {f"adversary.{k}": v.detach().contiguous().clone()
-                                     for k, v in adversary.state_dict().items()}
-        metadata["adversary_optimizer"] = json.dumps(critic_plain)
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: FitConfig,
-            adversary: Adversary | None) -> int:
+def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, config: FitConfig) -> int:
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
-    if ("adversary_optimizer" in metadata) != (adversary is not None):
-        raise TrainingError(f"{path}: fitted {'with' if adversary is None else 'without'} an adversary; resuming "
-                            f"{'without' if adversary is None else 'with'} one would not continue the same run: "
-                            "start in another folder")
     saved = json.loads(metadata["config"])
     step = int(metadata["step"])
     plan = {key: value for key, value in json.loads(json.dumps(asdict(config))).items() if key in _PLAN_FIELDS}
@@ -180,10 +166,6 @@ def _resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, con
     optimizer.load_state_dict(optimizer_state(tensors, json.loads(metadata["optimizer"]), "optimizer"))
     for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
         group["base_lr"] = rate
-    if adversary is not None:
-        adversary.load_state_dict(strip_prefix(tensors, "adversary."))
-        adversary.optimizer.load_state_dict(optimizer_state(tensors, json.loads(metadata["adversary_optimizer"]),
-                                                            "adversary_optimizer"))
     return step
 
 
