@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from tests.conftest import tiny_editing_model
 from warpres.demo.build import _start_from, build_directions, same_base
-from warpres.demo.data import RenderedFaces
+from warpres.demo.data import PoseCurriculum, RenderedFaces
 from warpres.demo.encoder import (
     COMPONENT_WEIGHT,
     DELTA_WEIGHT,
@@ -26,12 +26,13 @@ from warpres.demo.fitting import FitConfig, fit
 from warpres.demo.generator import fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, hue_from_targets, regression_targets
-from warpres.demo.renderer import FaceParams, render_with_masks
+from warpres.demo.renderer import FaceParams, render, render_with_masks, with_attribute
 from warpres.errors import TrainingError
+from warpres.images import to_model_input
 from warpres.training.runlog import read_log
 
 
-def _fit(work, until, group_lrs=()):
+def _fit(work, until, group_lrs=(), pose_curriculum=None):
     torch.manual_seed(0)
     regressor = AttributeRegressor()
 
@@ -39,7 +40,8 @@ def _fit(work, until, group_lrs=()):
         images, _, targets = batch
         return {"loss": (regressor(images).float() - targets).abs().mean()}
 
-    config = FitConfig(steps=4, batch_size=2, workers=0, log_every=1, checkpoint_every=3, group_lrs=group_lrs)
+    config = FitConfig(steps=4, batch_size=2, workers=0, log_every=1, checkpoint_every=3, group_lrs=group_lrs,
+                       pose_curriculum=pose_curriculum)
     fit("regressor", regressor, objective, RenderedFaces(seed=3, size=32), work, config, progress=False, until=until)
     return regressor
 
@@ -69,6 +71,8 @@ def test_parameter_groups_train_at_their_own_rates_and_drop_with_the_rest(tmp_pa
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)
     with pytest.raises(TrainingError, match="fitted with other group_lrs"):
         _fit(tmp_path / "b", until=None, group_lrs=(("head.", 1e-3),))
+    with pytest.raises(TrainingError, match="fitted with other pose_curriculum"):
+        _fit(tmp_path / "b", until=None, group_lrs=(("head.", 0.0),), pose_curriculum=(1, 1))
 
 
 def test_rendered_faces_are_a_pure_function_of_seed_and_index():
@@ -76,6 +80,22 @@ def test_rendered_faces_are_a_pure_function_of_seed_and_index():
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not torch.equal(first[0], other[0])
     assert first[0].shape == (3, 32, 32) and first[1].shape == (24,) and first[2].shape == (len(TARGET_NAMES),)
+
+
+def test_the_pose_curriculum_renders_early_samples_frontally_then_ramps_to_the_prior():
+    curriculum = PoseCurriculum(frontal=4, ramp=4)
+    assert [curriculum.scale(k) for k in range(10)] == [0, 0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]
+    plain, taught = RenderedFaces(seed=7, size=64), RenderedFaces(seed=7, size=64, pose_curriculum=curriculum)
+    frontal = params_from_latent(*sample_latent(np.random.default_rng([7, 2])))
+    assert abs(frontal.yaw) > 0.01
+    expected = render(with_attribute(frontal, yaw=0.0, pitch=0.0), 64)
+    torch.testing.assert_close(taught[2][0], torch.from_numpy(to_model_input(expected, 64)[0]))
+    assert not torch.equal(taught[2][0], plain[2][0])
+    yaw = TARGET_NAMES.index("yaw")
+    assert taught[2][2][yaw] == 0 and plain[2][2][yaw] != 0  # the labels follow the pose drawn
+    assert plain[5][2][yaw] != 0
+    assert taught[5][2][yaw].item() == pytest.approx(0.5 * plain[5][2][yaw].item(), abs=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(taught[8], plain[8], strict=True))
 
 
 def test_hues_are_recovered_from_their_circular_targets():

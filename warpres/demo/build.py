@@ -30,7 +30,7 @@ from warpres.checkpoints import load_model, save_model
 from warpres.checkpoints.safe_load import strip_prefix
 from warpres.demo.bundle import ASSETS, BUNDLE, write_bundle
 from warpres.demo.codes import Codes, encode_renders
-from warpres.demo.data import RenderedFaces
+from warpres.demo.data import PoseCurriculum, RenderedFaces
 from warpres.demo.directions import fit_directions, readability
 from warpres.demo.encoder import DEMO_ENCODER, AutoencoderObjective, AutoencoderPair, new_encoder
 from warpres.demo.fitting import FitConfig, fit, load_fitted
@@ -76,9 +76,14 @@ class Plan:
     # appeared by step 1,000 (L1 0.034). Equalized-lr weights are stored at unit scale, so Adam's
     # step is ~20x smaller relative to them than to a conventionally initialised layer's: StyleGAN2's
     # 2e-3 suits a GAN game, not a regression. Run 9: G at 2e-2, E0's equalized style heads at
-    # 1e-2, the rest of E0 (and the probe) at 1e-3, from run 6's step 2,500.
+    # 1e-2, the rest of E0 (and the probe) at 1e-3, from run 6's step 2,500. At step 1,000 it still
+    # drew a blurred band for the eyes (held-out L1 0.128). Head pose was the cause: on frontal
+    # renders a fresh E0 + G (L1 and component terms) drew eyes, mouths and glasses by step 800
+    # (held-out component error 0.107), on posed ones a blurred band (0.278); from run 9's step
+    # 1,000 frontal renders gave eyes within 400 steps (0.097). Run 10 starts there with frontal
+    # faces and widens the pose to the prior's over the next 2,000 steps (`data.PoseCurriculum`).
     autoencoder: FitConfig = FitConfig(
-        steps=3000, batch_size=16, lr=1e-3,
+        steps=4000, batch_size=16, lr=1e-3, pose_curriculum=(1000, 2000),
         group_lrs=(("generator.", 2e-2), *((f"encoder.styles.{i}.linear.", 1e-2) for i in range(DEMO_ENCODER.num_ws))))
 
 
@@ -124,8 +129,12 @@ def build_autoencoder(work: Path, config: FitConfig, progress: bool = True, init
     if init is not None and not checkpoint.exists():
         _start_from(pair, init)
     perceptual = PerceptualLoss(load_domain_features(_require(work, "regressor")))
-    fit("autoencoder", pair, AutoencoderObjective(pair, perceptual),
-        RenderedFaces(AUTOENCODER_SEED, autoencoder=True), work, config, progress=progress, helpers=[perceptual])
+    curriculum = None
+    if config.pose_curriculum is not None:
+        curriculum = PoseCurriculum(*(steps * config.batch_size for steps in config.pose_curriculum))
+    data = RenderedFaces(AUTOENCODER_SEED, autoencoder=True, pose_curriculum=curriculum)
+    fit("autoencoder", pair, AutoencoderObjective(pair, perceptual), data, work, config, progress=progress,
+        helpers=[perceptual])
     return checkpoint
 
 

@@ -41,7 +41,9 @@ Objective = Callable[[Batch], dict[str, torch.Tensor]]
 class FitConfig:
     """steps, batch and Adam settings of one stage; lr drops by 10x for the last `final_fraction`.
     group_lrs: (parameter-name prefix, lr) for the parameters that train at another rate than
-    `lr` (the longest matching prefix wins); their rates drop with it."""
+    `lr` (the longest matching prefix wins); their rates drop with it.
+    pose_curriculum: (frontal, ramp) steps of the stream's `data.PoseCurriculum`, or None; it
+    shapes what the fit sees, so a resumed fit must keep it."""
 
     steps: int
     batch_size: int = 16
@@ -49,13 +51,15 @@ class FitConfig:
     group_lrs: tuple[tuple[str, float], ...] = ()
     betas: tuple[float, float] = (0.9, 0.99)
     final_fraction: float = 0.2
+    pose_curriculum: tuple[int, int] | None = None
     amp: bool = True
     workers: int = 1
     log_every: int = 50
     checkpoint_every: int = 500
 
 
-_PLAN_FIELDS = ("steps", "batch_size", "lr", "group_lrs", "betas", "final_fraction")  # the run's trajectory
+# the run's trajectory
+_PLAN_FIELDS = ("steps", "batch_size", "lr", "group_lrs", "betas", "final_fraction", "pose_curriculum")
 
 
 def _last_full_rate_step(config: FitConfig) -> int:
