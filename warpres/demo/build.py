@@ -81,9 +81,10 @@ class Plan:
     # renders a fresh E0 + G (L1 and component terms) drew eyes, mouths and glasses by step 800
     # (held-out component error 0.107), on posed ones a blurred band (0.278); from run 9's step
     # 1,000 frontal renders gave eyes within 400 steps (0.097). Run 10 starts there with frontal
-    # faces and widens the pose to the prior's over the next 2,000 steps (`data.PoseCurriculum`).
+    # faces and widens the pose to the prior's over the next 2,000 steps (`data.PoseCurriculum`);
+    # lengthened from 4,000 to 5,000 steps at step 2,500, for more steps at the prior's pose.
     autoencoder: FitConfig = FitConfig(
-        steps=4000, batch_size=16, lr=1e-3, pose_curriculum=(1000, 2000),
+        steps=5000, batch_size=16, lr=1e-3, pose_curriculum=(1000, 2000),
         group_lrs=(("generator.", 2e-2), *((f"encoder.styles.{i}.linear.", 1e-2) for i in range(DEMO_ENCODER.num_ws))))
 
 
