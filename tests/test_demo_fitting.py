@@ -86,15 +86,16 @@ def test_the_pose_curriculum_renders_early_samples_frontally_then_ramps_to_the_p
     curriculum = PoseCurriculum(frontal=4, ramp=4)
     assert [curriculum.scale(k) for k in range(10)] == [0, 0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]
     plain, taught = RenderedFaces(seed=7, size=64), RenderedFaces(seed=7, size=64, pose_curriculum=curriculum)
+    (early, _, early_targets), (early_posed, _, early_posed_targets) = taught[2], plain[2]
     frontal = params_from_latent(*sample_latent(np.random.default_rng([7, 2])))
     assert abs(frontal.yaw) > 0.01
     expected = render(with_attribute(frontal, yaw=0.0, pitch=0.0), 64)
-    torch.testing.assert_close(taught[2][0], torch.from_numpy(to_model_input(expected, 64)[0]))
-    assert not torch.equal(taught[2][0], plain[2][0])
+    torch.testing.assert_close(early, torch.from_numpy(to_model_input(expected, 64)[0]))
+    assert not torch.equal(early, early_posed)
     yaw = TARGET_NAMES.index("yaw")
-    assert taught[2][2][yaw] == 0 and plain[2][2][yaw] != 0  # the labels follow the pose drawn
-    assert plain[5][2][yaw] != 0
-    assert taught[5][2][yaw].item() == pytest.approx(0.5 * plain[5][2][yaw].item(), abs=1e-6)
+    assert early_targets[yaw] == 0 and early_posed_targets[yaw] != 0  # the labels follow the pose drawn
+    ramped_yaw, prior_yaw = taught[5][2][yaw].item(), plain[5][2][yaw].item()
+    assert prior_yaw != 0 and ramped_yaw == pytest.approx(0.5 * prior_yaw, abs=1e-6)
     assert all(torch.equal(a, b) for a, b in zip(taught[8], plain[8], strict=True))
 
 
