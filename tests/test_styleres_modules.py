@@ -118,6 +118,16 @@ def test_fuse_returns_feat_edit_exactly_when_the_delta_path_is_zero(tiny_branch)
     torch.testing.assert_close(fused, feat_edit, atol=0, rtol=0)
 
 
+def test_additions_are_the_gate_networks_delta_before_gating(tiny_branch):
+    residual, feat_edit = torch.randn(B, TINY.feat_channels, E, E), torch.randn(B, TINY.feat_channels, E, E)
+    with torch.no_grad():
+        fused, additions = tiny_branch.fuse_with_additions(residual, feat_edit)
+        delta, gate = tiny_branch.gates(feat_edit, residual)
+        torch.testing.assert_close(tiny_branch.fuse(residual, feat_edit), fused, atol=0, rtol=0)
+    torch.testing.assert_close(additions, delta, atol=0, rtol=0)
+    torch.testing.assert_close(fused, feat_edit + gate * delta, atol=0, rtol=0)
+
+
 def test_encode_residual_maps_encoder_and_generator_features_to_a_generator_shaped_residual(tiny_branch):
     with torch.no_grad():
         residual = tiny_branch.encode_residual(

@@ -91,7 +91,8 @@ def test_losses_are_finite_and_fall(warpres_run):
     assert all(torch.isfinite(torch.tensor(list(row.values()))).all() for row in rows)
     first, last = rows[:10], rows[-10:]
     assert _mean(last, "l2") < 0.8 * _mean(first, "l2")
-    assert _mean(last, "feature_regularizer") < _mean(first, "feature_regularizer")
+    # E2's last layer starts at zero: it adds nothing at first, then learns what to add
+    assert rows[0]["feature_regularizer"] == 0 < _mean(last, "feature_regularizer")
     assert result.evaluations[-1]["psnr"] > result.evaluations[0]["psnr"]
 
 

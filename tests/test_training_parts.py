@@ -181,10 +181,10 @@ class MeanAbs(torch.nn.Module):
         return [x]
 
 
-def _outputs(images, *, cycle: bool, flow_error: float = 0.0, residual_value: float = 0.0) -> PathOutputs:
+def _outputs(images, *, cycle: bool, flow_error: float = 0.0, additions_value: float = 0.0) -> PathOutputs:
     flow = torch.zeros(images.shape[0], 2, 8, 8)
     teacher = torch.zeros(images.shape[0], 2, 32, 32) + flow_error * 4  # at 32: 4x the pixels at 8
-    return PathOutputs(output=images.clone(), residual=torch.full((images.shape[0], 4, 8, 8), residual_value),
+    return PathOutputs(output=images.clone(), additions=torch.full((images.shape[0], 4, 8, 8), additions_value),
                        flow=flow, teacher_flow=teacher, cycled=images.clone() if cycle else None)
 
 
@@ -200,7 +200,7 @@ def test_identical_images_zero_flow_and_zero_residual_cost_only_the_adversarial_
 
 def test_known_flow_error_and_residual_give_their_l1_values(images):
     objective = Objective(LossWeights(), None, None, uses_flow=True)
-    terms = objective.terms(_outputs(images, cycle=True, flow_error=1.5, residual_value=-0.25), images,
+    terms = objective.terms(_outputs(images, cycle=True, flow_error=1.5, additions_value=-0.25), images,
                             lambda x: torch.zeros(x.shape[0], 1))
     assert terms["flow"].item() == pytest.approx(1.5)
     assert terms["feature_regularizer"].item() == pytest.approx(0.25)

@@ -139,6 +139,17 @@ def test_untrained_refiner_makes_fuse_return_feat_edit_exactly_with_zero_flow(br
     torch.testing.assert_close(fused, feat_edit, atol=0, rtol=0)
 
 
+def test_additions_are_exactly_what_fuse_adds_to_feat_edit(branch):
+    torch.nn.init.normal_(branch.refiner.out_layer.weight, std=0.1)  # a refiner that adds something
+    residual, feat_edit = torch.randn(B, TINY.feat_channels, E, E), torch.randn(B, TINY.feat_channels, E, E)
+    flow = torch.randn(B, 2, E, E)
+    with torch.no_grad():
+        fused, additions = branch.fuse_with_additions(residual, feat_edit, flow)
+        torch.testing.assert_close(branch.fuse(residual, feat_edit, flow), fused, atol=0, rtol=0)
+    assert additions.abs().mean() > 0.01
+    torch.testing.assert_close(fused, feat_edit + additions, atol=0, rtol=0)
+
+
 def test_encode_residual_rejects_a_size_the_encoder_cannot_halve_three_times(branch):
     with pytest.raises(ValueError, match="divisible by 8"):
         branch.encode_residual(torch.randn(B, TINY.enc_channels, 12, 12), torch.randn(B, TINY.feat_channels, 12, 12))

@@ -185,7 +185,12 @@ class StyleResBranch(nn.Module):
         return self.extraction(self.alignment(enc_feat, feat))
 
     def fuse(self, residual: torch.Tensor, feat_edit: torch.Tensor) -> torch.Tensor:
-        """E2: residual (B, Cg, E, E), feat_edit (B, Cg, E, E) -> feat_fused (B, Cg, E, E).
+        """E2: residual (B, Cg, E, E), feat_edit (B, Cg, E, E) -> feat_fused (B, Cg, E, E)."""
+        return self.fuse_with_additions(residual, feat_edit)[0]
+
+    def fuse_with_additions(self, residual: torch.Tensor, feat_edit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """E2 and what it adds: (feat_fused, deltaF), each (B, Cg, E, E). deltaF is the official
+        "additions", which the training's feature regulariser keeps small.
 
         feat_edit + gate * deltaF is the official x * (1 - gate) + (x + deltaF) * gate with one
         multiply instead of three (equal up to float rounding).
@@ -195,7 +200,7 @@ class StyleResBranch(nn.Module):
         check_shape("feat_edit", feat_edit, ("B", c.feat_channels, size, size))
         check_shape("residual", residual, (batch, c.feat_channels, size, size))
         delta, gate = self.gates(feat_edit, residual)
-        return feat_edit + gate * delta
+        return feat_edit + gate * delta, delta
 
 
 def branch_state_from_official(

@@ -141,9 +141,15 @@ class WarpResBranch(nn.Module):
 
     def fuse(self, residual: torch.Tensor, feat_edit: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """residual (B, Cg, E, E), feat_edit (B, Cg, E, E), flow (B, 2, E, E) -> feat_fused (B, Cg, E, E)."""
+        return self.fuse_with_additions(residual, feat_edit, flow)[0]
+
+    def fuse_with_additions(self, residual: torch.Tensor, feat_edit: torch.Tensor,
+                            flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`fuse` and what E2 adds to feat_edit: (feat_fused, additions), each (B, Cg, E, E)."""
         c = self.config
         batch, size = spatial_size("feat_edit", feat_edit, multiple_of=1)
         check_shape("feat_edit", feat_edit, ("B", c.feat_channels, size, size))
         check_shape("residual", residual, (batch, c.feat_channels, size, size))
         check_shape("flow", flow, (batch, 2, size, size))
-        return feat_edit + self.refiner(warp(residual, flow), feat_edit)
+        additions = self.refiner(warp(residual, flow), feat_edit)
+        return feat_edit + additions, additions

@@ -58,9 +58,10 @@ class PerceptualLoss(nn.Module):
         return total / len(output_features)
 
 
-def feature_regularizer(residual: torch.Tensor) -> torch.Tensor:
-    """R = mean |residual| (mean L1 of the residual features; keeps E1's residuals small)."""
-    return residual.abs().mean()
+def feature_regularizer(additions: torch.Tensor) -> torch.Tensor:
+    """R = mean |additions|: the mean L1 of what E2 adds to the generator features (the official
+    f_regularizer on deltaF), so the branch changes the generator only where that pays."""
+    return additions.abs().mean()
 
 
 def flow_loss(predicted_flow: torch.Tensor, teacher_flow_256: torch.Tensor) -> torch.Tensor:

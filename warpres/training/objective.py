@@ -59,7 +59,7 @@ class Objective:
         """Unweighted values of every active term for this step's path."""
         candidates: dict[str, Callable[[], torch.Tensor]] = {
             "adversarial": lambda: generator_adversarial_loss(discriminate(outputs.output)),
-            "feature_regularizer": lambda: feature_regularizer(outputs.residual),
+            "feature_regularizer": lambda: feature_regularizer(outputs.additions),
         }
         if outputs.flow is not None:
             candidates["flow"] = lambda: flow_loss(outputs.flow, outputs.teacher_flow)

@@ -53,12 +53,13 @@ class EditPlan:
 @dataclass
 class PathOutputs:
     """output: x_hat (no-edit) or x' (cycle), (B, 3, S, S) at the loss size S (the encoder input).
-    residual: E1's output (B, Cg, E, E). flow: predicted (B, 2, E, E) (WarpRes) else None.
+    additions: what E2 added to the generator features of `output` (B, Cg, E, E).
+    flow: predicted (B, 2, E, E) (WarpRes) else None.
     teacher_flow: its target, (B, 2, T, T) from the teacher on the cycle path, zeros at E on the
     no-edit path. cycled: x'' (B, 3, S, S) on the cycle path, else None."""
 
     output: torch.Tensor
-    residual: torch.Tensor
+    additions: torch.Tensor
     flow: torch.Tensor | None = None
     teacher_flow: torch.Tensor | None = None
     cycled: torch.Tensor | None = None
@@ -109,36 +110,36 @@ class TrainingPaths(nn.Module):
             head = synthesis.head(wplus)
         residual = self.branch.encode_residual(enc_feat, head.feat)
         if not plan.cycle:
-            output, flow = self._render(residual, head, head, wplus)
+            output, flow, additions = self._render(residual, head, head, wplus)
             zero_flow = None if flow is None else torch.zeros_like(flow)
-            return PathOutputs(output=output, residual=residual, flow=flow, teacher_flow=zero_flow)
+            return PathOutputs(output=output, additions=additions, flow=flow, teacher_flow=zero_flow)
 
         with torch.no_grad():
             step = plan.alpha.view(-1, 1, 1) * (self.generator.mapping(plan.z) - wplus)
             wplus_edit = wplus + step
             head_edit = synthesis.head(wplus_edit)
             teacher_flow = self._teacher_flow(head, wplus, head_edit, wplus_edit) if self.branch.uses_flow else None
-        edited, flow = self._render(residual, head, head_edit, wplus_edit)
+        edited, flow, additions = self._render(residual, head, head_edit, wplus_edit)
 
         wplus_back, enc_feat_back = self.encoder(edited)
         head_back = synthesis.head(wplus_back)
         head_undone = synthesis.head(wplus_back - step)
         residual_back = self.branch.encode_residual(enc_feat_back, head_back.feat)
-        cycled, _ = self._render(residual_back, head_back, head_undone, wplus_back - step)
-        return PathOutputs(output=edited, residual=residual, flow=flow, teacher_flow=teacher_flow, cycled=cycled)
+        cycled, _, _ = self._render(residual_back, head_back, head_undone, wplus_back - step)
+        return PathOutputs(output=edited, additions=additions, flow=flow, teacher_flow=teacher_flow, cycled=cycled)
 
     def _render(self, residual: torch.Tensor, orig: HeadOutputs, edit: HeadOutputs,
-                wplus_edit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The branch's image of `wplus_edit` at the loss size, and its flow (WarpRes)."""
+                wplus_edit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The branch's image of `wplus_edit` at the loss size, its flow (WarpRes) and what E2 added."""
         branch, flow = self.branch, None
         if branch.uses_flow:
             flow = branch.estimate_flow(orig.tap_quarter, orig.tap_half, orig.feat,
                                         edit.tap_quarter, edit.tap_half, edit.feat)
-            feat = branch.fuse(residual, edit.feat, flow)
+            feat, additions = branch.fuse_with_additions(residual, edit.feat, flow)
         else:
-            feat = branch.fuse(residual, edit.feat)
+            feat, additions = branch.fuse_with_additions(residual, edit.feat)
         image = self.generator.synthesis.tail(feat, edit.rgb, wplus_edit)
-        return resize_images(image, self.loss_size), flow
+        return resize_images(image, self.loss_size), flow, additions
 
     def _teacher_flow(self, head: HeadOutputs, wplus: torch.Tensor, head_edit: HeadOutputs,
                       wplus_edit: torch.Tensor) -> torch.Tensor:
