@@ -4,7 +4,7 @@ On held-out renders (the prior's faces with their detail seeds), for each model 
 StyleRes, WarpRes) running on a runtime backend:
 
 - reconstruction: PSNR and SSIM against the input, and the domain perceptual distance
-  (`warpres.demo.regressor.perceptual_distance`);
+  (`warpres.demo.regressor.feature_distance`);
 - edits: for each EDITS entry, the attribute change the regressor reads between the edited
   image and the reconstruction, beside the change it reads between the ground truth and the
   input (the strength, in the same units, less what the attribute's range clips),
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from warpres.benchmark import psnr
 from warpres.demo.directions import FIELD_EDITS
 from warpres.demo.prior import params_from_latent, sample_latent
-from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, hue_from_targets, perceptual_distance
+from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, feature_distance, hue_from_targets
 from warpres.demo.renderer import FaceParams, render, render_with_masks
 from warpres.demo.showcase import EDITS, edited_truth
 from warpres.images import to_model_input
@@ -62,14 +62,59 @@ def held_out_faces(count: int, seed: int) -> list[FaceParams]:
     return [params_from_latent(*sample_latent(np.random.default_rng([seed, k]))) for k in range(count)]
 
 
-def attribute_reading(regressor: AttributeRegressor, images: np.ndarray, edit: str) -> np.ndarray:
-    """What the regressor reads (B,) of the attribute `edit` moves, from uint8 (B, H, W, 3) images."""
-    with torch.no_grad():
-        targets = regressor(torch.from_numpy(to_model_input(images, images.shape[1])))
-    if edit in ("hair_red", "hair_blue"):
-        angle = 2 * math.pi * hue_from_targets(targets, "hair_hue").numpy()
-        return np.cos(angle) if edit == "hair_red" else -np.sin(angle)
-    return targets[:, TARGET_NAMES.index(FIELD_EDITS[edit])].numpy()
+@dataclass
+class Reading:
+    """What the domain network sees in a batch of images: its attribute outputs (B, T) and its
+    stage features (for perceptual distances), from one pass."""
+
+    targets: torch.Tensor
+    features: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, regressor: AttributeRegressor, images: np.ndarray) -> Reading:
+        """Of uint8 (B, H, W, 3) images."""
+        with torch.no_grad():
+            features = regressor.features(torch.from_numpy(to_model_input(images, images.shape[1])))
+            return cls(regressor.attributes(features), features)
+
+    def attribute(self, edit: str) -> np.ndarray:
+        """(B,) the reading of the attribute `edit` moves, in the units of its direction."""
+        if edit in ("hair_red", "hair_blue"):
+            angle = 2 * math.pi * hue_from_targets(self.targets, "hair_hue").numpy()
+            return np.cos(angle) if edit == "hair_red" else -np.sin(angle)
+        return self.targets[:, TARGET_NAMES.index(FIELD_EDITS[edit])].numpy()
+
+
+@dataclass
+class EditTruth:
+    """The renderer's images of a batch of faces with one attribute changed, their identity-detail
+    masks (B, H, W) and what the domain network reads in them."""
+
+    images: np.ndarray
+    detail: np.ndarray
+    reading: Reading
+
+
+@dataclass
+class GroundTruth:
+    """One batch of held-out faces at one resolution: the reference renders and each EDITS
+    entry's ground truth, shared by every model scored on them."""
+
+    references: np.ndarray
+    reading: Reading
+    edits: dict[str, EditTruth]
+
+    @classmethod
+    def of(cls, faces: list[FaceParams], size: int, regressor: AttributeRegressor) -> GroundTruth:
+        references = np.stack([render(face, size) for face in faces])
+        edits = {}
+        for name, strength in EDITS:
+            rendered = [render_with_masks(edited_truth(face, name, strength), size) for face in faces]
+            images = np.stack([image for image, _ in rendered])
+            detail = np.stack([np.logical_or.reduce([masks[region] for region in DETAIL_REGIONS])
+                               for _, masks in rendered])
+            edits[name] = EditTruth(images, detail, Reading.of(regressor, images))
+        return cls(references, Reading.of(regressor, references), edits)
 
 
 def masked_psnr(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
@@ -86,55 +131,59 @@ def _mean(values) -> float:
 
 def evaluate(checkpoints: dict[str, Path], regressor: AttributeRegressor, directions: Path, count: int = 500,
              seed: int = 1000, backend: str = "auto", batch: int = 16, progress: bool = True) -> list[Scores]:
-    """Scores of each {family: checkpoint} on `count` held-out faces."""
+    """Scores of each {family: checkpoint} on `count` held-out faces; the ground truth of each
+    batch is rendered and read once for all models."""
     faces = held_out_faces(count, seed)
-    return [_evaluate_model(family, Session(checkpoint, backend, directions=directions), faces, regressor, batch,
-                            progress) for family, checkpoint in checkpoints.items()]
-
-
-def _evaluate_model(family: str, session: Session, faces: list[FaceParams], regressor: AttributeRegressor,
-                    batch: int, progress: bool) -> Scores:
-    values: dict[str, list[float]] = defaultdict(list)
-    specs = [f"{name}={strength}" for name, strength in EDITS]
-    size, out_size = session.info.image_size, session.info.resolution
-    elapsed = 0.0
-    for start in tqdm(range(0, len(faces), batch), desc=FAMILY_TITLES[family], disable=not progress):
+    sessions = {family: Session(checkpoint, backend, directions=directions)
+                for family, checkpoint in checkpoints.items()}
+    values: dict[str, dict[str, list[float]]] = {family: defaultdict(list) for family in sessions}
+    elapsed = dict.fromkeys(sessions, 0.0)
+    for start in tqdm(range(0, len(faces), batch), desc="evaluate", unit="batch", disable=not progress):
         chunk = faces[start:start + batch]
-        inputs = np.stack([render(face, size) for face in chunk])
-        references = inputs if out_size == size else np.stack([render(face, out_size) for face in chunk])
-        started = time.perf_counter()
-        inversion = session.invert(inputs)
-        reconstruction, *edited = session.edit_many(inversion, [None, *specs])
-        elapsed += time.perf_counter() - started
-        for real, fake in zip(references, reconstruction, strict=True):
-            values["psnr"].append(psnr(fake, real))
-            values["ssim"].append(structural_similarity(real, fake, data_range=255, channel_axis=2))
-        with torch.no_grad():
-            distance = perceptual_distance(regressor.features, torch.from_numpy(to_model_input(references, out_size)),
-                                           torch.from_numpy(to_model_input(reconstruction, out_size)))
-        values["perceptual"].extend(distance.tolist())
-        for (name, strength), images in zip(EDITS, edited, strict=True):
-            base = attribute_reading(regressor, reconstruction, name)
-            values[f"achieved/{name}"].extend((attribute_reading(regressor, images, name) - base).tolist())
-            truths = []
-            for face, image in zip(chunk, images, strict=True):
-                truth, masks = render_with_masks(edited_truth(face, name, strength), out_size)
-                detail = np.logical_or.reduce([masks[region] for region in DETAIL_REGIONS])
-                values[f"truth/{name}"].append(psnr(image, truth))
-                values[f"detail/{name}"].append(masked_psnr(image, truth, detail))
-                truths.append(truth)
-            wanted = attribute_reading(regressor, np.stack(truths), name) - attribute_reading(regressor, references,
-                                                                                              name)
-            values[f"wanted/{name}"].extend(wanted.tolist())
-            if name == CYCLE_EDIT:
-                undone = session.edit(session.invert(images), f"{name}={-strength}")
-                values["cycle"].extend(psnr(back, real) for back, real in zip(undone, references, strict=True))
+        truths: dict[int, GroundTruth] = {}
+        for family, session in sessions.items():
+            size, out_size = session.info.image_size, session.info.resolution
+            if out_size not in truths:
+                truths[out_size] = GroundTruth.of(chunk, out_size, regressor)
+            inputs = truths[out_size].references if size == out_size else np.stack([render(f, size) for f in chunk])
+            elapsed[family] += _score_batch(session, inputs, truths[out_size], regressor, values[family])
+    return [_scores(family, values[family], elapsed[family] / len(faces)) for family in sessions]
+
+
+def _score_batch(session: Session, inputs: np.ndarray, truth: GroundTruth, regressor: AttributeRegressor,
+                 values: dict[str, list[float]]) -> float:
+    """Append one batch's metrics to `values`; the seconds the model took (inversion and edits)."""
+    specs = [f"{name}={strength}" for name, strength in EDITS]
+    started = time.perf_counter()
+    inversion = session.invert(inputs)
+    reconstruction, *edited = session.edit_many(inversion, [None, *specs])
+    seconds = time.perf_counter() - started
+    for real, fake in zip(truth.references, reconstruction, strict=True):
+        values["psnr"].append(psnr(fake, real))
+        values["ssim"].append(structural_similarity(real, fake, data_range=255, channel_axis=2))
+    base = Reading.of(regressor, reconstruction)
+    values["perceptual"].extend(feature_distance(truth.reading.features, base.features).tolist())
+    for (name, strength), images in zip(EDITS, edited, strict=True):
+        target = truth.edits[name]
+        values[f"achieved/{name}"].extend((Reading.of(regressor, images).attribute(name)
+                                           - base.attribute(name)).tolist())
+        values[f"wanted/{name}"].extend((target.reading.attribute(name) - truth.reading.attribute(name)).tolist())
+        for image, reference, detail in zip(images, target.images, target.detail, strict=True):
+            values[f"truth/{name}"].append(psnr(image, reference))
+            values[f"detail/{name}"].append(masked_psnr(image, reference, detail))
+        if name == CYCLE_EDIT:
+            undone = session.edit(session.invert(images), f"{name}={-strength}")
+            values["cycle"].extend(psnr(back, real) for back, real in zip(undone, truth.references, strict=True))
+    return seconds
+
+
+def _scores(family: str, values: dict[str, list[float]], seconds: float) -> Scores:
     return Scores(family, _mean(values["psnr"]), _mean(values["ssim"]), _mean(values["perceptual"]),
                   {n: _mean(values[f"achieved/{n}"]) for n, _ in EDITS},
                   {n: _mean(values[f"wanted/{n}"]) for n, _ in EDITS},
                   {n: _mean(values[f"truth/{n}"]) for n, _ in EDITS},
                   {n: _mean(values[f"detail/{n}"]) for n, _ in EDITS},
-                  _mean(values["cycle"]), elapsed / len(faces))
+                  _mean(values["cycle"]), seconds)
 
 
 def markdown_table(scores: list[Scores]) -> str:

@@ -78,8 +78,12 @@ class AttributeRegressor(nn.Module):
             maps.append(x)
         return maps
 
+    def attributes(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The attribute outputs (B, len(TARGET_NAMES)) of `features` (what `features` returned)."""
+        return self.head(features[-1].mean(dim=(2, 3)))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images)[-1].mean(dim=(2, 3)))
+        return self.attributes(self.features(images))
 
 
 class DomainFeatures(nn.Module):
@@ -108,11 +112,10 @@ def load_domain_features(path: str | Path) -> DomainFeatures:
     return DomainFeatures(load_regressor(path))
 
 
-def perceptual_distance(features: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def feature_distance(maps_a: list[torch.Tensor], maps_b: list[torch.Tensor]) -> torch.Tensor:
     """Per image (B,): mean over layers of the mean squared difference of unit-normalised features
     (channel-wise, as LPIPS does before its learned weights)."""
-    total = a.new_zeros(a.shape[0])
-    maps_a, maps_b = features(a), features(b)
+    total = maps_a[0].new_zeros(maps_a[0].shape[0])
     for fa, fb in zip(maps_a, maps_b, strict=True):
         total = total + (F.normalize(fa, dim=1) - F.normalize(fb, dim=1)).square().sum(dim=1).mean(dim=(1, 2))
     return total / len(maps_a)
