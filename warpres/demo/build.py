@@ -173,7 +173,7 @@ def build_mapping(work: Path, config: FitConfig | None = None, progress: bool = 
 def build_directions(work: Path, config: FitConfig | None = None, progress: bool = True) -> Path:
     folder = work / "directions"
     codes = Codes.load(_require(work, "codes"))
-    click.echo("held-out R^2 of each attribute's linear reading in W: " + ", ".join(
+    click.echo("held-out R^2 of each attribute's linear reading in W+: " + ", ".join(
         f"{name} {score:.2f}" for name, score in readability(codes).items()))
     fit_directions(codes).save(folder)
     return folder
