@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from tests.conftest import tiny_editing_model
-from warpres.demo.build import _start_from, build_directions, same_base
+from warpres.demo import build
+from warpres.demo.build import READER_SEED, _start_from, build_directions, build_reader, same_base
 from warpres.demo.data import PoseCurriculum, RenderedFaces
 from warpres.demo.encoder import (
     COMPONENT_WEIGHT,
@@ -25,7 +26,15 @@ from warpres.demo.encoder import (
 from warpres.demo.fitting import FitConfig, fit
 from warpres.demo.generator import fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
-from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, hue_from_targets, regression_targets
+from warpres.demo.regressor import (
+    LINEAR_TARGETS,
+    TARGET_NAMES,
+    AttributeRegressor,
+    explained_variance,
+    hue_from_targets,
+    load_regressor,
+    regression_targets,
+)
 from warpres.demo.renderer import FaceParams, render, render_with_masks, with_attribute
 from warpres.errors import TrainingError
 from warpres.images import to_model_input
@@ -234,3 +243,38 @@ def test_a_branch_run_on_another_e0_and_generator_is_told_apart():
 def test_a_missing_input_names_the_stage_that_makes_it(tmp_path):
     with pytest.raises(TrainingError, match="build the mapping stage first"):
         build_directions(tmp_path)
+
+
+def test_the_reader_is_the_regressor_refitted_with_a_squared_error(tmp_path, monkeypatch):
+    with pytest.raises(TrainingError, match="build the regressor stage first"):
+        build_reader(tmp_path, FitConfig(steps=1))
+    torch.manual_seed(0)
+    regressor = AttributeRegressor()
+    save_file({k: v.contiguous() for k, v in regressor.state_dict().items()}, str(tmp_path / "regressor.safetensors"))
+    monkeypatch.setattr(build, "READER_CHECK", 4)
+    config = FitConfig(steps=1, batch_size=2, lr=1e-3, workers=0, log_every=1)
+    reader = load_regressor(build_reader(tmp_path, config, progress=False))
+
+    images, _, targets = (torch.stack(column) for column in zip(*(RenderedFaces(READER_SEED)[k] for k in range(2)),
+                                                                strict=True))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        first_error = (regressor(images).float() - targets).square().mean().item()
+    assert read_log(tmp_path / "reader.log.csv")[0]["loss"] == pytest.approx(first_error, rel=0.02)
+    start, fitted = regressor.state_dict(), reader.state_dict()
+    assert not torch.equal(start["head.weight"], fitted["head.weight"])
+    moved = max((fitted[k] - start[k]).abs().max().item() for k in start)
+    assert moved <= 2e-3  # one Adam step of 1e-3 from the regressor's weights (bf16 rounding aside)
+    assert load_file(str(tmp_path / "regressor.safetensors")).keys() == fitted.keys()
+
+
+def test_explained_variance_is_one_for_an_exact_reading_and_zero_for_the_mean():
+    torch.manual_seed(0)
+    regressor = AttributeRegressor()
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        exact = regressor(images)
+    assert explained_variance(regressor, images, exact) == pytest.approx(dict.fromkeys(LINEAR_TARGETS, 1.0))
+    with torch.no_grad():
+        regressor.head.weight.zero_()  # reads every image as its bias: the truth's mean below
+    spread = regressor.head.bias.detach() + torch.tensor([-1.0, 0.0, 1.0])[:, None]
+    assert explained_variance(regressor, images, spread) == pytest.approx(dict.fromkeys(LINEAR_TARGETS, 0.0), abs=1e-6)

@@ -112,6 +112,16 @@ def load_domain_features(path: str | Path) -> DomainFeatures:
     return DomainFeatures(load_regressor(path))
 
 
+def explained_variance(regressor: AttributeRegressor, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """R^2 of the regressor's reading of each LINEAR_TARGETS attribute in `images` (B, 3, S, S) in
+    [-1, 1] against its true `targets` (B, T): 1 reads it exactly, 0 no better than its mean."""
+    with torch.no_grad():
+        predicted = regressor(images).float()
+    error = (predicted - targets).square().mean(dim=0)
+    spread = targets.var(dim=0, unbiased=False)
+    return {name: float(1 - error[i] / spread[i]) for i, name in enumerate(LINEAR_TARGETS)}
+
+
 def feature_distance(maps_a: list[torch.Tensor], maps_b: list[torch.Tensor]) -> torch.Tensor:
     """Per image (B,): mean over layers of the mean squared difference of unit-normalised features
     (channel-wise, as LPIPS does before its learned weights)."""
