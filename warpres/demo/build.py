@@ -316,8 +316,8 @@ def build_bundle(work: Path, config: FitConfig | None = None, progress: bool = T
     return assets
 
 
-STAGES = {"regressor": build_regressor, "reader": build_reader, "autoencoder": build_autoencoder, "mapping": build_mapping,
-          "directions": build_directions, "renders": build_renders, "bundle": build_bundle}
+STAGES = {"regressor": build_regressor, "reader": build_reader, "autoencoder": build_autoencoder,
+          "mapping": build_mapping, "directions": build_directions, "renders": build_renders, "bundle": build_bundle}
 BRANCH_STEPS = 6000
 
 
