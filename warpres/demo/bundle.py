@@ -1,5 +1,5 @@
 """The shipped demo models: one safetensors bundle holding E0, the generator, both branches and
-the domain regressor.
+the attribute regressor `warpres evaluate` reads edits with (the build's reader stage).
 
 Three full checkpoints (E0 only, StyleRes, WarpRes) would carry E0 and the generator three
 times; the bundle stores them once, in float16 (the package ships them, so size matters), with
