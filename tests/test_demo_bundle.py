@@ -45,3 +45,16 @@ def test_materialized_checkpoints_load_as_their_families_and_are_reused(tmp_path
         "inversion": "inversion", "styleres": "styleres", "warpres": "warpres"}
     stamp = paths["warpres"].stat().st_mtime_ns
     assert materialize(path, cache=tmp_path / "cache") == paths and paths["warpres"].stat().st_mtime_ns == stamp
+
+
+def test_what_float16_cannot_hold_is_stored_in_float32(tmp_path, images):
+    model = tiny_editing_model("warpres")
+    norm = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    norm.running_var.fill_(5e5)  # E0's trained running variances reach this; float16 tops out at 65,504
+    path = tmp_path / "models.safetensors"
+    write_bundle(path, model.generator, model.encoder, {"warpres": model.branch}, AttributeRegressor())
+    stored = read_bundle(path)["inversion"].encoder
+    stored_norm = next(m for m in stored.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    torch.testing.assert_close(stored_norm.running_var, norm.running_var, rtol=0, atol=0)
+    with torch.no_grad():
+        assert torch.isfinite(stored(images)[0]).all()

@@ -2,10 +2,10 @@
 the attribute regressor `warpres evaluate` reads edits with (the build's reader stage).
 
 Three full checkpoints (E0 only, StyleRes, WarpRes) would carry E0 and the generator three
-times; the bundle stores them once, in float16 (the package ships them, so size matters), with
-each component's config in the header. On first use `materialize` writes the three float32
-checkpoints of our format into the cache (what the PyTorch reference runs) and `exported` their
-ONNX model folders (what every other backend runs).
+times; the bundle stores them once, in float16 where float16 holds them (the package ships
+them, so size matters), with each component's config in the header. On first use `materialize`
+writes the three float32 checkpoints of our format into the cache (what the PyTorch reference
+runs) and `exported` their ONNX model folders (what every other backend runs).
 """
 
 from __future__ import annotations
@@ -47,9 +47,19 @@ def write_bundle(path: Path, generator: Generator, encoder: StyleEncoder, branch
     for family, branch in branches.items():
         tensors |= {f"{family}.{k}": v for k, v in branch.state_dict().items()}
         config["branches"][family] = branch.config.to_dict()
-    tensors = {k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in tensors.items()}
+    tensors = {k: _stored(v).detach().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": _FORMAT, "config": json.dumps(config)})
+
+
+_HALF_MAX = torch.finfo(torch.float16).max
+
+
+def _stored(tensor: torch.Tensor) -> torch.Tensor:
+    """float16, except what float16 cannot hold: E0's batch-norm running variances reach ~5e5."""
+    if not tensor.is_floating_point() or tensor.abs().max() > _HALF_MAX:
+        return tensor
+    return tensor.half()
 
 
 def read_bundle(path: Path = BUNDLE) -> dict[str, EditingModel]:
