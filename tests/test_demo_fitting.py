@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
 
 from tests.conftest import tiny_editing_model
 from warpres.demo import build
@@ -255,8 +256,7 @@ def test_the_reader_is_the_regressor_refitted_with_a_squared_error(tmp_path, mon
     config = FitConfig(steps=1, batch_size=2, lr=1e-3, workers=0, log_every=1)
     reader = load_regressor(build_reader(tmp_path, config, progress=False))
 
-    images, _, targets = (torch.stack(column) for column in zip(*(RenderedFaces(READER_SEED)[k] for k in range(2)),
-                                                                strict=True))
+    images, _, targets = next(iter(DataLoader(RenderedFaces(READER_SEED, count=2), batch_size=2)))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         first_error = (regressor(images).float() - targets).square().mean().item()
     assert read_log(tmp_path / "reader.log.csv")[0]["loss"] == pytest.approx(first_error, rel=0.02)

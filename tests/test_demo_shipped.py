@@ -34,6 +34,8 @@ CHANGED_RATIO = 3.0
 EDIT_LEAK = 4.0
 RECONSTRUCTION_LIMIT = 20.0
 RESIDUAL_FAMILIES = ("styleres", "warpres")
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     return materialize(BUNDLE, tmp_path_factory.mktemp("demo-cache"))

@@ -25,6 +25,7 @@ import click
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from warpres.checkpoints import load_model, save_model
@@ -34,6 +35,7 @@ from warpres.demo.codes import Codes, encode_renders
 from warpres.demo.data import PoseCurriculum, RenderedFaces
 from warpres.demo.directions import fit_directions, readability
 from warpres.demo.encoder import DEMO_ENCODER, AutoencoderObjective, AutoencoderPair, new_encoder
+from warpres.demo.evaluation import HELD_OUT_SEED
 from warpres.demo.fitting import FitConfig, fit, load_fitted
 from warpres.demo.generator import RESOLUTION, fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
@@ -54,7 +56,6 @@ from warpres.training.trainer import CHECKPOINT_NAME, Trainer
 # data streams: disjoint seeds per stage, and a held-out stream for evaluation
 # (warpres evaluate scores the first images of the HELD_OUT_SEED stream; the trainer monitors others)
 REGRESSOR_SEED, AUTOENCODER_SEED, CODES_SEED, BRANCH_SEED, MONITOR_SEED, READER_SEED = 1, 2, 3, 4, 5, 7
-HELD_OUT_SEED = 1000
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,8 @@ def build_reader(work: Path, config: FitConfig, progress: bool = True) -> Path:
 
     fit("reader", reader, objective, RenderedFaces(READER_SEED), work, config, progress=progress)
     fitted = load_fitted(work / "reader.fit.safetensors", AttributeRegressor())
-    check = RenderedFaces(HELD_OUT_SEED, count=READER_CHECK)
-    images, _, targets = (torch.stack(column) for column in zip(*(check[k] for k in range(READER_CHECK)), strict=True))
+    images, _, targets = next(iter(DataLoader(RenderedFaces(HELD_OUT_SEED, count=READER_CHECK),
+                                              batch_size=READER_CHECK)))
     click.echo("reader: held-out R^2 " + ", ".join(
         f"{name} {score:.2f}" for name, score in explained_variance(fitted, images, targets).items()))
     return _save_result(work, "reader", fitted)

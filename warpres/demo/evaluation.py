@@ -40,6 +40,7 @@ from warpres.runtime.session import Session
 DETAIL_REGIONS = ("face", "earrings")
 CYCLE_EDIT = "pose"
 FAMILY_TITLES = {"inversion": "E0 only", "styleres": "StyleRes", "warpres": "WarpRes"}
+HELD_OUT_SEED = 1000  # the stream of faces no demo model is fitted on
 
 
 @dataclass
@@ -130,7 +131,7 @@ def _mean(values) -> float:
 
 
 def evaluate(checkpoints: dict[str, Path], regressor: AttributeRegressor, directions: Path, count: int = 500,
-             seed: int = 1000, backend: str = "auto", batch: int = 16, progress: bool = True) -> list[Scores]:
+             seed: int = HELD_OUT_SEED, backend: str = "auto", batch: int = 16, progress: bool = True) -> list[Scores]:
     """Scores of each {family: checkpoint} on `count` held-out faces; the ground truth of each
     batch is rendered and read once for all models."""
     faces = held_out_faces(count, seed)
