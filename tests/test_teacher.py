@@ -73,6 +73,17 @@ def test_batch_and_identical_images_give_zero_flow(shifted_pair):
     assert abs(_interior(flow[0, 0]).median().item() + SHIFT_X) < 0.5
 
 
+def test_with_the_still_prior_what_the_pair_agrees_on_does_not_move(shifted_pair):
+    source, moved = shifted_pair
+    target = source.clone()
+    target[..., 40:88, 40:88] = moved[..., 40:88, 40:88]  # only a window of the content moves
+    flow = OpenCVFlowTeacher("dis", still_threshold=0.05, still_margin=0.07)(source, target)
+    margin = 10  # 0.07 of 128 px, rounded up to an odd kernel, and one more
+    assert not flow[..., : 40 - margin, :].any() and not flow[..., 88 + margin:, :].any()
+    window = flow[0, :, 48:80, 48:80].flatten(1).median(dim=1).values
+    assert abs(window[0].item() + SHIFT_X) < 0.5 and abs(window[1].item() + SHIFT_Y) < 0.5, window
+
+
 def test_resize_flow_scales_constant_flow():
     flow = torch.empty(2, 2, 256, 256)
     flow[:, 0] = 4.0
@@ -108,3 +119,5 @@ def test_bad_inputs_raise():
         OpenCVFlowTeacher(method="raft")
     with pytest.raises(ValueError, match="preset"):
         OpenCVFlowTeacher(preset="slow")
+    with pytest.raises(ValueError, match="still_threshold must be > 0"):
+        OpenCVFlowTeacher(still_threshold=0.0)

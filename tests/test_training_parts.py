@@ -58,6 +58,8 @@ def test_an_override_below_a_value_is_an_error(tmp_path):
     ({"output": "o", "data": {"train": "t"}}, "missing required key model"),
     ({**MINIMAL, "losses": {"l2": -1}}, r"loss weights must be >= 0: \['l2'\]"),
     ({**MINIMAL, "optim": {"lr": float("nan")}}, "optim.lr must be finite"),
+    ({**MINIMAL, "edits": {"directed_share": 0.5}}, "needs edits.directions and the names in edits.along"),
+    ({**MINIMAL, "edits": {"strength": 0}}, "edits.strength > 0"),
     ({**MINIMAL, "seed": -1}, "seed >= 0"),
     ({**MINIMAL, "schedule": {"checkpoint_every": 100, "keep_every": 150}}, "multiple of schedule.checkpoint_every"),
     ({**MINIMAL, "model": ""}, "model must be a path"),
@@ -163,6 +165,18 @@ def test_the_teacher_sees_the_plain_generator_images_of_w_and_w_alpha(images):
     assert outputs.teacher_flow.shape == (2, 2, 32, 32)
 
 
+def test_a_directed_cycle_renders_w_plus_its_shift(images):
+    model = tiny_editing_model("warpres")
+    teacher = ShiftTeacher()
+    paths = TrainingPaths(model, teacher, teacher_size=32)
+    shift = 0.3 * torch.randn(2, model.generator.config.num_ws, model.generator.config.w_dim)
+    paths(images, EditPlan(True, torch.randn(2, 32), torch.tensor([0.4, 0.5]), torch.tensor([True, True]), shift))
+    with torch.no_grad():
+        wplus, _ = model.encoder(images)
+        expected = model.generator.synthesis(wplus + shift)
+    torch.testing.assert_close(teacher.pair[1], resize_images(expected, 32), atol=1e-5, rtol=0)
+
+
 def test_edit_plans_follow_the_probability_and_the_alpha_range():
     rng = torch.Generator().manual_seed(0)
     plans = [EditPlan.sample(EditConfig(probability=0.5, alpha=(0.4, 0.5)), 3, 8, rng) for _ in range(400)]
@@ -170,6 +184,54 @@ def test_edit_plans_follow_the_probability_and_the_alpha_range():
     assert 0.4 < len(cycles) / len(plans) < 0.6
     alphas = torch.cat([plan.alpha for plan in cycles])
     assert alphas.min() >= 0.4 and alphas.max() <= 0.5 and cycles[0].z.shape == (3, 8)
+
+
+def test_directed_plans_move_their_share_of_samples_along_a_picked_direction_within_the_strength():
+    directions = torch.zeros(2, 2, 8)
+    directions[0, :, 0] = 1.0  # direction k moves only coordinate k
+    directions[1, :, 1] = 1.0
+    config = EditConfig(probability=1.0, directions=Path("unused"), along=("a", "b"), strength=0.5,
+                        directed_share=0.25)
+    rng = torch.Generator().manual_seed(0)
+    plans = [EditPlan.sample(config, 4, 8, rng, directions) for _ in range(300)]
+    assert 0.2 < torch.cat([plan.directed for plan in plans]).float().mean() < 0.3
+    moved = torch.cat([plan.shift for plan in plans])[:, 0, :2]  # (samples, direction)
+    assert (torch.count_nonzero(moved, dim=1) == 1).all()
+    assert (moved[:, 0] != 0).float().mean() == pytest.approx(0.5, abs=0.1)
+    assert moved.abs().max() <= 0.5 and (moved < -0.25).any() and (moved > 0.25).any()
+
+
+def test_a_plan_steps_directed_samples_by_their_shift_and_the_others_towards_m_of_z():
+    def mapping(z):
+        return z[:, None, :].repeat(1, 2, 1)
+
+    wplus = torch.randn(2, 2, 8)
+    plan = EditPlan(True, torch.randn(2, 8), torch.tensor([0.4, 0.5]), torch.tensor([True, False]),
+                    torch.full((2, 2, 8), 3.0))
+    step = plan.step(wplus, mapping)
+    torch.testing.assert_close(step[0], torch.full((2, 8), 3.0))
+    torch.testing.assert_close(step[1], 0.5 * (mapping(plan.z)[1] - wplus[1]))
+
+
+def test_direction_vectors_broadcast_named_directions_to_every_layer(tmp_path):
+    import numpy as np
+
+    from warpres.edits import DirectionLibrary, LinearDirection
+    from warpres.errors import TrainingError
+    from warpres.training.paths import direction_vectors
+
+    per_layer = np.arange(24, dtype=np.float32).reshape(3, 8)
+    DirectionLibrary([LinearDirection("pose", np.ones(8, np.float32)),
+                      LinearDirection("smile", per_layer)]).save(tmp_path)
+    config = EditConfig(directions=tmp_path, along=("smile", "pose"), directed_share=0.5)
+    vectors = direction_vectors(config, num_ws=3)
+    assert vectors.shape == (2, 3, 8)
+    assert torch.equal(vectors[0], torch.from_numpy(per_layer)) and torch.equal(vectors[1], torch.ones(3, 8))
+    assert direction_vectors(EditConfig(), num_ws=3) is None
+    with pytest.raises(TrainingError, match="unknown edit 'age'"):
+        direction_vectors(EditConfig(directions=tmp_path, along=("age",), directed_share=0.5), num_ws=3)
+    with pytest.raises(TrainingError, match="smile has 3 layers, the generator 4"):
+        direction_vectors(config, num_ws=4)
 
 
 # -- objective ----------------------------------------------------------------------------------

@@ -50,10 +50,18 @@ class OptimConfig:
 @dataclass(frozen=True)
 class EditConfig:
     """probability: share of steps on the cycle path (the rest are no-edit steps);
-    alpha: the range of alpha in W_alpha = W + alpha (M(z) - W)."""
+    alpha: the range of alpha in W_alpha = W + alpha (M(z) - W).
+    Directed edits (the official recipe's 'interface' mode, off there): each cycle sample moves,
+    with probability `directed_share`, along one of the linear directions `along` of the library
+    folder `directions` (picked uniformly), by a strength uniform in [-strength, strength],
+    instead of towards M(z). Random interpolations rarely turn a head as far as a pose edit does."""
 
     probability: float = 0.5
     alpha: tuple[float, float] = (0.4, 0.5)
+    directions: Path | None = None
+    along: tuple[str, ...] = ()
+    strength: float = 1.0
+    directed_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,8 @@ class DiscriminatorConfigSection:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """kind: 'opencv' (method DIS or Farneback on the generated RGB pair, no weights) or 'raft'
+    """kind: 'opencv' (method DIS or Farneback on the generated RGB pair, no weights; with
+    still_threshold, zero flow where the pair agrees, see OpenCVFlowTeacher) or 'raft'
     (torchvision-format RAFT weights at `checkpoint`, `iterations` refinement steps). The teacher
     sees both images at `size`. flow_head_init: a checkpoint whose flow-head tensors initialise
     ours where names and shapes match."""
@@ -117,6 +126,8 @@ class TeacherConfig:
     kind: str = "opencv"
     method: str = "dis"
     preset: str = "medium"
+    still_threshold: float | None = None
+    still_margin: float = 0.07
     checkpoint: Path | None = None
     iterations: int = 12
     size: int = 256
@@ -186,6 +197,12 @@ class TrainConfig:
             problems.append(f"edits.alpha must be an interval inside [0, 1], got {self.edits.alpha}")
         if not 0.0 <= self.edits.probability <= 1.0:
             problems.append(f"edits.probability must be in [0, 1], got {self.edits.probability}")
+        edits = self.edits
+        if not 0.0 <= edits.directed_share <= 1.0 or edits.strength <= 0:
+            problems.append(f"edits.directed_share must be in [0, 1] and edits.strength > 0, got "
+                            f"{edits.directed_share} and {edits.strength}")
+        if edits.directed_share > 0 and (edits.directions is None or not edits.along):
+            problems.append("edits.directed_share > 0 needs edits.directions and the names in edits.along")
         negative = [f.name for f in fields(self.losses) if getattr(self.losses, f.name) < 0]
         if negative:
             problems.append(f"loss weights must be >= 0: {negative}")

@@ -3,7 +3,8 @@
 no-edit   x -> E0 -> W, F -> E1 -> residual; the branch renders W with the residual (for WarpRes
           the flow head sees the unedited features twice, so its flow should be zero) -> x_hat,
           which must match x.
-cycle     W_a = W + a (M(z) - W), a ~ U(alpha); x' = render(W_a); x' -> E0 -> W', F';
+cycle     W_a = W + a (M(z) - W), a ~ U(alpha), or W_a = W + s d along an edit direction d
+          (`EditPlan`); x' = render(W_a); x' -> E0 -> W', F';
           step back W'' = W' - (W_a - W); x'' = render(W'' with the residual of x') must match x.
           The teacher sees the generator's plain RGB of W and W_a and supervises the flow of x'.
 
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warpres.errors import TrainingError
+from warpres.edits import DirectionLibrary, LinearDirection
+from warpres.errors import EditError, TrainingError
 from warpres.models.editor import EditingModel
 from warpres.models.stylegan2 import HeadOutputs
 from warpres.training.config import EditConfig
@@ -29,25 +32,68 @@ from warpres.training.teacher import FlowTeacher
 
 @dataclass(frozen=True)
 class EditPlan:
-    """One step's random choices: the cycle path or not; z (B, z_dim) and alpha (B,) for the cycle."""
+    """One step's random choices: the cycle path or not; for the cycle, z (B, z_dim) and alpha (B,)
+    of the interpolation towards M(z) and, where the config asks for directed edits, which
+    samples move along a direction instead (`directed` (B,) bool) and by what (`shift` (B, L, D))."""
 
     cycle: bool
     z: torch.Tensor | None = None
     alpha: torch.Tensor | None = None
+    directed: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
 
     @staticmethod
-    def sample(config: EditConfig, batch_size: int, z_dim: int, generator: torch.Generator) -> EditPlan:
-        """Draw a plan from `generator` (a CPU torch.Generator seeded per step and rank)."""
+    def sample(config: EditConfig, batch_size: int, z_dim: int, generator: torch.Generator,
+               directions: torch.Tensor | None = None) -> EditPlan:
+        """Draw a plan from `generator` (a CPU torch.Generator seeded per step and rank);
+        `directions` (K, L, D) are the vectors of `config.along` (see `direction_vectors`)."""
         if torch.rand((), generator=generator).item() >= config.probability:
             return EditPlan(cycle=False)
         low, high = config.alpha
         alpha = low + (high - low) * torch.rand(batch_size, generator=generator)
-        return EditPlan(cycle=True, z=torch.randn(batch_size, z_dim, generator=generator), alpha=alpha)
+        z = torch.randn(batch_size, z_dim, generator=generator)
+        if not config.directed_share:
+            return EditPlan(cycle=True, z=z, alpha=alpha)
+        if directions is None:
+            raise TrainingError("directed edits need the vectors of edits.along")
+        directed = torch.rand(batch_size, generator=generator) < config.directed_share
+        pick = torch.randint(len(directions), (batch_size,), generator=generator)
+        strength = config.strength * (2 * torch.rand(batch_size, generator=generator) - 1)
+        return EditPlan(True, z, alpha, directed, strength.view(-1, 1, 1) * directions[pick])
 
     def to(self, device: torch.device) -> EditPlan:
         if not self.cycle:
             return self
-        return EditPlan(True, self.z.to(device), self.alpha.to(device))
+        moved = (None if t is None else t.to(device) for t in (self.z, self.alpha, self.directed, self.shift))
+        return EditPlan(True, *moved)
+
+    def step(self, wplus: torch.Tensor, mapping: nn.Module) -> torch.Tensor:
+        """W_edit - W (B, L, D) of the cycle path."""
+        towards_random = self.alpha.view(-1, 1, 1) * (mapping(self.z) - wplus)
+        if self.directed is None:
+            return towards_random
+        return torch.where(self.directed.view(-1, 1, 1), self.shift.to(towards_random.dtype), towards_random)
+
+
+def direction_vectors(config: EditConfig, num_ws: int) -> torch.Tensor | None:
+    """(K, num_ws, D) float32: the linear directions `config.along` of the library `config.directions`,
+    each broadcast to every W+ layer; None when the config asks for no directed edits."""
+    if not config.directed_share:
+        return None
+    try:
+        library = DirectionLibrary.load(config.directions)
+        found = [library.resolve(name) for name in config.along]
+    except EditError as exc:
+        raise TrainingError(f"edits.directions: {exc}") from None
+    vectors = []
+    for direction in found:
+        if not isinstance(direction, LinearDirection):
+            raise TrainingError(f"edits.along: {direction.name} is not a linear direction")
+        vector = torch.from_numpy(np.array(direction.vector, dtype=np.float32))
+        if vector.ndim == 2 and vector.shape[0] != num_ws:
+            raise TrainingError(f"edits.along: {direction.name} has {vector.shape[0]} layers, the generator {num_ws}")
+        vectors.append(vector.expand(num_ws, -1) if vector.ndim == 1 else vector)
+    return torch.stack(vectors)
 
 
 @dataclass
@@ -115,7 +161,7 @@ class TrainingPaths(nn.Module):
             return PathOutputs(output=output, additions=additions, flow=flow, teacher_flow=zero_flow)
 
         with torch.no_grad():
-            step = plan.alpha.view(-1, 1, 1) * (self.generator.mapping(plan.z) - wplus)
+            step = plan.step(wplus, self.generator.mapping)
             wplus_edit = wplus + step
             head_edit = synthesis.head(wplus_edit)
             teacher_flow = self._teacher_flow(head, wplus, head_edit, wplus_edit) if self.branch.uses_flow else None

@@ -72,15 +72,26 @@ class OpenCVFlowTeacher:
     """Dense optical flow from OpenCV on CPU, image by image ("dis" or "farneback").
 
     Returns float32 flow on the device of the inputs, in the convention of `FlowTeacher`.
+
+    still_threshold: where no channel of the pair differs by more than this (in [-1, 1] units)
+    within `still_margin` (a fraction of the image width) of a pixel, the pixel has not moved
+    and its flow is zero. Flow methods fill textureless regions by smoothing the motion around
+    them into them; an edit that leaves the background alone should not teach it to move.
     """
 
-    def __init__(self, method: str = "dis", preset: str = "medium") -> None:
+    def __init__(self, method: str = "dis", preset: str = "medium", still_threshold: float | None = None,
+                 still_margin: float = 0.07) -> None:
         if method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
         if method == "dis" and preset not in _DIS_PRESETS:
             raise ValueError(f"preset must be one of {tuple(_DIS_PRESETS)}, got {preset!r}")
+        if still_threshold is not None and (still_threshold <= 0 or not 0 <= still_margin < 1):
+            raise ValueError(f"still_threshold must be > 0 and still_margin in [0, 1), got "
+                             f"{still_threshold} and {still_margin}")
         self.method = method
         self.preset = preset
+        self.still_threshold = still_threshold
+        self.still_margin = still_margin
         self._dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset]) if method == "dis" else None
 
     def _flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
@@ -98,7 +109,17 @@ class OpenCVFlowTeacher:
         # prev = target, next = source: the flow is on the target grid and points into the source.
         flows = [self._flow(np.ascontiguousarray(t), np.ascontiguousarray(s)) for s, t in zip(src, tgt, strict=True)]
         flow = torch.from_numpy(np.stack(flows).astype(np.float32, copy=False)).permute(0, 3, 1, 2).contiguous()
+        if self.still_threshold is not None:
+            flow = flow * self._changed(source, target)
         return flow.to(source.device)
+
+    def _changed(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) float: 1 within still_margin of a pixel the pair disagrees on, else 0."""
+        difference = (source.detach().float() - target.detach().float()).abs().amax(dim=1).cpu().numpy()
+        width = 2 * int(round(self.still_margin * source.shape[-1] / 2)) + 1
+        kernel = np.ones((width, width), np.uint8)
+        masks = [cv2.dilate((d > self.still_threshold).astype(np.uint8), kernel) for d in difference]
+        return torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
 
 
 def resize_flow(flow: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

@@ -57,7 +57,7 @@ from warpres.training.evaluation import evaluate_reconstruction, sample_grid
 from warpres.training.identity import FACE_CROP_256, IdentityLoss, load_identity_backbone
 from warpres.training.losses import PerceptualLoss, discriminator_adversarial_loss, r1_penalty
 from warpres.training.objective import TERMS, Objective
-from warpres.training.paths import EditPlan, TrainingPaths, resize_images
+from warpres.training.paths import EditPlan, TrainingPaths, direction_vectors, resize_images
 from warpres.training.runlog import append_row, truncate_after
 from warpres.training.teacher import OpenCVFlowTeacher
 from warpres.training.vgg import VGG16Features
@@ -171,6 +171,7 @@ class Trainer:
         self.model = model
         self.discriminator = discriminator.to(self.device).train()
         self.paths = TrainingPaths(model, self._teacher(), config.teacher.size).to(self.device).train()
+        self.edit_directions = direction_vectors(config.edits, model.generator.config.num_ws)
         self.objective = Objective(config.losses, self._perceptual(), self._identity(), model.branch.uses_flow)
         if self.objective.perceptual is not None:
             self.objective.perceptual.to(self.device)
@@ -271,7 +272,7 @@ class Trainer:
 
             return RaftFlowTeacher(teacher.checkpoint, iterations=teacher.iterations)
         try:
-            return OpenCVFlowTeacher(teacher.method, teacher.preset)
+            return OpenCVFlowTeacher(teacher.method, teacher.preset, teacher.still_threshold, teacher.still_margin)
         except ValueError as exc:
             raise TrainingError(f"teacher: {exc}") from None
 
@@ -313,7 +314,8 @@ class Trainer:
         """One branch update and one discriminator update (plus R1 every r1_interval steps)."""
         config = self.config
         rng = torch.Generator().manual_seed(step_seed(config.seed, _PLAN_STREAM, step, self.dist.rank))
-        plan = EditPlan.sample(config.edits, images.shape[0], self.model.generator.config.z_dim, rng).to(self.device)
+        plan = EditPlan.sample(config.edits, images.shape[0], self.model.generator.config.z_dim, rng,
+                               self.edit_directions).to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
 
