@@ -230,6 +230,23 @@ def render_with_masks(params: FaceParams, size: int = 128) -> tuple[np.ndarray, 
     return canvas.image(size), canvas.masks(size)
 
 
+def surface_motion(before: FaceParams, after: FaceParams, size: int = 128,
+                   spacing: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """How the face's surface moves between the renders of `before` and `after` (the same
+    identity, e.g. a pose edit): points (N, 2) in pixels of the `after` image (x, y; pixel i spans
+    [i, i + 1)) and at each the displacement (N, 2) to the same surface point in the `before`
+    image, i.e. the backward flow that warps `before` onto `after`. The points lie on a grid of
+    face coordinates (`spacing` apart) that faces the camera in both renders and inside the image:
+    the skin where freckles and moles sit."""
+    u, v = np.meshgrid(np.arange(-0.9, 0.9 + 1e-9, spacing), np.arange(-0.9, 0.7 + 1e-9, spacing))
+    uv = np.stack([u.ravel(), v.ravel()], axis=1)
+    source, target = _Head(before, size), _Head(after, size)
+    seen = (source.facing(uv) > 0.3) & (target.facing(uv) > 0.3)
+    origin, points = source.face(uv[seen]), target.face(uv[seen])
+    inside = ((points > 0) & (points < size)).all(axis=1) & ((origin > 0) & (origin < size)).all(axis=1)
+    return points[inside], origin[inside] - points[inside]
+
+
 Colour = tuple[float, float, float]
 
 

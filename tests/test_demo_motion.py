@@ -1,0 +1,53 @@
+"""The renderer's motion of the face, and the scores that compare flows with it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.test_demo_renderer import detailed_identity
+from warpres.demo.motion import agreement, sample_flow
+from warpres.demo.renderer import render, surface_motion, with_attribute
+
+
+def test_an_unchanged_face_does_not_move():
+    face = detailed_identity()
+    points, displacement = surface_motion(face, face)
+    assert len(points) > 200 and not displacement.any()
+
+
+def _colours_at(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    x, y = (points - 0.5).astype(np.float32).T
+    return cv2.remap(image.astype(np.float32), x[None], y[None], cv2.INTER_LINEAR)[0]
+
+
+def test_the_skin_moves_with_a_turn_and_the_motion_finds_each_point_in_the_first_render():
+    before = detailed_identity(freckle_density=1.0)
+    after = with_attribute(before, yaw=0.6)
+    points, displacement = surface_motion(before, after)
+    assert displacement[:, 0].mean() < -5  # turned towards the image's right: content came from the left
+    seen_after = _colours_at(render(after), points)
+    found = np.abs(_colours_at(render(before), points + displacement) - seen_after).mean()
+    not_moved = np.abs(_colours_at(render(before), points) - seen_after).mean()
+    assert found < 0.2 * not_moved
+
+
+def test_agreement_is_one_for_the_true_flow_on_any_grid_and_zero_for_no_flow():
+    points = np.array([[10.3, 20.7], [64.0, 64.0], [100.5, 33.2]])
+    motions = [(points, np.tile([[-4.0, 2.0]], (3, 1)))]
+    true_flow = np.ones((1, 2, 128, 128)) * np.array([-4.0, 2.0]).reshape(1, 2, 1, 1)
+    for grid in (128, 32):
+        exact = agreement(true_flow[:, :, :grid, :grid] * grid / 128, motions, 128)
+        assert exact.gain == pytest.approx(1.0) and exact.error == pytest.approx(0.0, abs=1e-6)
+    half = agreement(true_flow / 2, motions, 128)
+    assert half.gain == pytest.approx(0.5) and half.error == pytest.approx(np.hypot(2, 1))
+    none = agreement(np.zeros_like(true_flow), motions, 128)
+    assert none.gain == 0 and none.motion == pytest.approx(np.hypot(4, 2))
+
+
+def test_sampling_a_flow_reads_its_value_at_the_pixel_centre_in_image_pixels():
+    flow = np.zeros((2, 32, 32), np.float32)
+    flow[0, 5, 7] = 1.0  # one cell of a 32 grid: pixels [28, 32) x [20, 24) of a 128 image
+    sampled = sample_flow(flow, np.array([[30.0, 22.0], [34.0, 22.0]]), 128)
+    assert sampled[0, 0] == pytest.approx(4.0) and sampled[1, 0] == pytest.approx(0.0)

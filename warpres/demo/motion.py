@@ -1,0 +1,179 @@
+"""How far a pose edit's flows follow the face: every flow the WarpRes pipeline relies on, scored
+against the renderer's own motion of the face (`renderer.surface_motion`).
+
+    python -m warpres.demo.motion [--images 32] [--strength 0.8] [--warpres CHECKPOINT]
+
+For held-out faces inverted by the shipped E0 and edited along `pose`, it prints the agreement
+with the true backward flow of the skin (gain: the least-squares scale of a flow along the true
+motion, 1 when it moves content as far as the face moved, 0 when it does not move it) of DIS
+on the true renders and on the generator's images at the teacher sizes, and of the WarpRes flow
+head; then how far the generator's own edit turns the head (read by the bundle's reader) and
+how far the trainer's random interpolations turn heads. This is the measurement behind the
+demo branches' second training phase (`warpres.demo.build.branch_config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+import torch
+
+from warpres.checkpoints import load_model
+from warpres.demo.build import STILL_THRESHOLD
+from warpres.demo.bundle import BUNDLE, read_bundle, read_regressor
+from warpres.demo.evaluation import HELD_OUT_SEED, Reading, held_out_faces
+from warpres.demo.renderer import FaceParams, render, render_with_masks, surface_motion
+from warpres.demo.showcase import DIRECTIONS, edited_truth
+from warpres.edits import DirectionLibrary, EditRequest
+from warpres.images import to_model_input
+from warpres.models.editor import EditingModel
+from warpres.training.config import EditConfig
+from warpres.training.paths import EditPlan, resize_images
+from warpres.training.teacher import OpenCVFlowTeacher
+
+TEACHER_SIZES = (128, 512)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """gain: sum(estimate . truth) / sum(truth . truth); error: mean endpoint error; motion: mean
+    length of the true motion; still: mean length of the flow where nothing moves (background and
+    clothing in both renders, away from the head); all in pixels of the image."""
+
+    gain: float
+    error: float
+    motion: float
+    still: float = float("nan")
+
+
+def sample_flow(flow: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
+    """The flow (2, H, W), in pixels of its own grid, at `points` (N, 2) given in pixels of a
+    `size` image (pixel i spans [i, i + 1)), bilinearly, in pixels of that image: (N, 2)."""
+    scale = flow.shape[-1] / size
+    x, y = (points * scale - 0.5).astype(np.float32).T
+    sampled = [cv2.remap(np.ascontiguousarray(channel, np.float32), x[None], y[None], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)[0] for channel in flow]
+    return np.stack(sampled, axis=1) / scale
+
+
+def agreement(flows: np.ndarray, motions: list[tuple[np.ndarray, np.ndarray]], size: int,
+              still: np.ndarray | None = None) -> Agreement:
+    """Flows (B, 2, H, W) against the true motions [(points, displacement)] of `size` images and,
+    given `still` (B, size, size) masks of what does not move, their length there."""
+    estimate = np.concatenate([sample_flow(flow, points, size)
+                               for flow, (points, _) in zip(flows, motions, strict=True)])
+    truth = np.concatenate([displacement for _, displacement in motions])
+    resting = float("nan")
+    if still is not None:
+        lengths = []
+        for flow, mask in zip(flows, still, strict=True):
+            resized = cv2.resize(flow.transpose(1, 2, 0), (size, size), interpolation=cv2.INTER_LINEAR)
+            lengths.append(np.linalg.norm(resized, axis=-1)[mask] * size / flow.shape[-1])
+        resting = float(np.concatenate(lengths).mean())
+    return Agreement(float((estimate * truth).sum() / (truth * truth).sum()),
+                     float(np.linalg.norm(estimate - truth, axis=1).mean()),
+                     float(np.linalg.norm(truth, axis=1).mean()), resting)
+
+
+STILL_REGIONS, MOVING_REGIONS = ("background", "clothing"), ("face", "hair", "neck", "earrings", "glasses")
+
+
+def still_mask(before: FaceParams, after: FaceParams, size: int) -> np.ndarray:
+    """(size, size) bool: background or clothing in both renders, 4 px or more from the head."""
+    masks = [render_with_masks(params, size)[1] for params in (before, after)]
+    still = np.logical_and.reduce([np.any([m[name] for name in STILL_REGIONS], axis=0) for m in masks])
+    head = np.logical_or.reduce([np.any([m[name] for name in MOVING_REGIONS], axis=0) for m in masks])
+    near_head = cv2.dilate(head.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    return still & ~near_head
+
+
+def _dis(source: torch.Tensor, target: torch.Tensor, size: int, still_threshold: float | None = None) -> np.ndarray:
+    """The trainer's teacher (DIS) between two batches in [-1, 1], seen at `size`."""
+    teacher = OpenCVFlowTeacher(still_threshold=still_threshold)
+    return teacher(resize_images(source, size), resize_images(target, size)).numpy()
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    return ((images.clamp(-1, 1).permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
+@dataclass
+class PoseDiagnosis:
+    flows: dict[str, Agreement]
+    generator_turn: float
+    true_turn: float
+    interpolation_turns: np.ndarray
+
+
+@torch.no_grad()
+def diagnose(model: EditingModel, reader, directions: DirectionLibrary, faces: list[FaceParams],
+             strength: float = 0.8) -> PoseDiagnosis:
+    """The flows of a `pose=strength` edit of `faces` by `model` (WarpRes) against the true motion."""
+    size = model.generator.config.resolution
+    truths = [edited_truth(face, "pose", strength) for face in faces]
+    motions = [surface_motion(face, truth, size) for face, truth in zip(faces, truths, strict=True)]
+    still = np.stack([still_mask(face, truth, size) for face, truth in zip(faces, truths, strict=True)])
+    images = np.stack([render(face, size) for face in faces])
+    edited_images = np.stack([render(truth, size) for truth in truths])
+    x, x_edit = (torch.from_numpy(to_model_input(batch, size)) for batch in (images, edited_images))
+
+    synthesis = model.generator.synthesis
+    wplus, _ = model.encoder(x)
+    wplus_edit = torch.from_numpy(directions.apply(wplus.numpy(), [EditRequest("pose", strength)]))
+    head, head_edit = synthesis.head(wplus), synthesis.head(wplus_edit)
+    plain = synthesis.tail(head.feat, head.rgb, wplus)
+    plain_edit = synthesis.tail(head_edit.feat, head_edit.rgb, wplus_edit)
+    flows = {}
+    for teacher_size in TEACHER_SIZES:
+        flows[f"DIS on the true renders at {teacher_size}"] = agreement(
+            _dis(x, x_edit, teacher_size), motions, size, still)
+    for teacher_size in TEACHER_SIZES:
+        flows[f"DIS on the generator's images at {teacher_size}"] = agreement(
+            _dis(plain, plain_edit, teacher_size), motions, size, still)
+    flows[f"the same at {TEACHER_SIZES[-1]}, still where the images agree"] = agreement(
+        _dis(plain, plain_edit, TEACHER_SIZES[-1], STILL_THRESHOLD), motions, size, still)
+    head_flow = model.branch.estimate_flow(head.tap_quarter, head.tap_half, head.feat,
+                                           head_edit.tap_quarter, head_edit.tap_half, head_edit.feat)
+    flows["WarpRes flow head"] = agreement(head_flow.numpy(), motions, size, still)
+
+    def yaw(batch: np.ndarray) -> np.ndarray:
+        return Reading.of(reader, batch).attribute("pose")
+
+    plan = EditPlan.sample(EditConfig(probability=1.0), len(faces), model.generator.config.z_dim,
+                           torch.Generator().manual_seed(0))
+    interpolated = synthesis(wplus + plan.step(wplus, model.generator.mapping))
+    return PoseDiagnosis(flows, float(np.mean(yaw(_uint8(plain_edit)) - yaw(_uint8(plain)))),
+                         float(np.mean(yaw(edited_images) - yaw(images))),
+                         np.abs(yaw(_uint8(interpolated)) - yaw(_uint8(plain))))
+
+
+def report(diagnosis: PoseDiagnosis, strength: float) -> str:
+    lines = [f"pose={strength:g}: the face moves {next(iter(diagnosis.flows.values())).motion:.1f} px on average",
+             "| flow | gain | endpoint error (px) | where nothing moves (px) |", "|---|---|---|---|"]
+    lines += [f"| {name} | {a.gain:.2f} | {a.error:.2f} | {a.still:.2f} |" for name, a in diagnosis.flows.items()]
+    turns = diagnosis.interpolation_turns
+    lines += ["", f"yaw turned (reader): the generator's edit {diagnosis.generator_turn:+.2f}, the ground truth "
+              f"{diagnosis.true_turn:+.2f}; the trainer's random interpolations {turns.mean():.2f} on average, "
+              f"{np.mean(turns >= abs(diagnosis.generator_turn)):.0%} as far as the generator's edit"]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--images", type=click.IntRange(1), default=32, show_default=True, help="Held-out faces.")
+@click.option("--strength", type=float, default=0.8, show_default=True, help="Strength of the pose edit.")
+@click.option("--warpres", "checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A WarpRes checkpoint on the bundle's E0 and G (default: the bundle's WarpRes).")
+def main(images: int, strength: float, checkpoint: Path | None) -> None:
+    """Score a pose edit's flows against the renderer's motion of the face."""
+    model = read_bundle(BUNDLE)["warpres"] if checkpoint is None else load_model(checkpoint)
+    faces = held_out_faces(images, HELD_OUT_SEED)
+    diagnosis = diagnose(model.eval(), read_regressor(BUNDLE), DirectionLibrary.load(DIRECTIONS), faces, strength)
+    click.echo(report(diagnosis, strength))
+
+
+if __name__ == "__main__":
+    main()
