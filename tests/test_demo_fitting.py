@@ -10,7 +10,14 @@ from torch.utils.data import DataLoader
 
 from tests.conftest import tiny_editing_model
 from warpres.demo import build
-from warpres.demo.build import READER_SEED, _start_from, build_directions, build_reader, same_base
+from warpres.demo.build import (
+    READER_SEED,
+    _start_from,
+    branch_config,
+    build_directions,
+    build_reader,
+    same_base,
+)
 from warpres.demo.data import PoseCurriculum, RenderedFaces
 from warpres.demo.encoder import (
     COMPONENT_WEIGHT,
@@ -239,6 +246,15 @@ def test_a_branch_run_on_another_e0_and_generator_is_told_apart():
     with torch.no_grad():
         other.generator.synthesis.b16.conv0.weight[0, 0, 0, 0] += 1e-3
     assert not same_base(model, other)
+
+
+@pytest.mark.parametrize("family", ["styleres", "warpres"])
+def test_the_directed_phase_continues_the_first_phase_result_with_directed_edits(tmp_path, family):
+    first, directed = branch_config(tmp_path, family), branch_config(tmp_path, family, directed=True)
+    assert directed.model == tmp_path / f"{family}.safetensors" and directed.output != first.output
+    assert first.edits.directed_share == 0 and directed.edits.directed_share > 0
+    assert directed.edits.directions == tmp_path / "directions" and "pose" in directed.edits.along
+    assert directed.teacher.size > first.teacher.size
 
 
 def test_a_missing_input_names_the_stage_that_makes_it(tmp_path):

@@ -7,8 +7,8 @@
                                                           #   -> codes.safetensors, inversion.safetensors
     python -m warpres.demo.build directions --work WORK   # InterfaceGAN-style edits -> directions/
     python -m warpres.demo.build renders --work WORK      # PNG folders for the branch trainer
-    python -m warpres.demo.build styleres --work WORK     # `warpres train` of each family on them
-    python -m warpres.demo.build warpres --work WORK
+    python -m warpres.demo.build styleres --work WORK     # `warpres train` of each family on them,
+    python -m warpres.demo.build warpres --work WORK      #   in two phases (see branch_config)
     python -m warpres.demo.build bundle --work WORK       # -> warpres/demo/assets (what the package ships)
 
 Every stage writes its fitting checkpoint and log into WORK and, when complete, its result
@@ -239,28 +239,55 @@ def build_renders(work: Path, config: FitConfig | None = None, progress: bool = 
 
 BRANCH_WIDTHS = {"styleres": {"align_channels": 64, "extract_channels": 64, "gate_channels": 32},
                  "warpres": {"width": 64, "adapter_channels": 32}}
+# Each family trains in two phases: BRANCH_STEPS of the paper's recipe (interpolations towards
+# random latents), then DIRECTED_STEPS from its result with directed edits (see branch_config).
+BRANCH_STEPS, DIRECTED_STEPS = 6000, 1000
+DIRECTED_EDITS = ("pose", "pitch", "smile")
+STILL_THRESHOLD = 0.08  # the directed teacher's still prior (OpenCVFlowTeacher), in [-1, 1] units
 
 
-def branch_config(work: Path, family: str, steps: int) -> TrainConfig:
-    """The `warpres train` run of one family on the demo renders. The domain network's features
-    are ~1000x smaller than VGG's, hence the perceptual weights above the VGG recipe's; a CPU
-    affords BRANCH_STEPS steps instead of the recipe's 20,000+, hence the higher learning rate,
-    halved at half and five sixths of the run. The recipe's feature regulariser (5) switches the
-    branch off on this generator's features: 300 StyleRes steps on 48 held-out renders (E0 alone
-    20.95 dB) gave 20.95 dB at 5, 21.18 at 0.5, 22.78 at 0.1 and 23.24 at 0.02 (WarpRes: 23.11
-    at 0.1, 23.21 at 0.02); 0.1 keeps it binding at little cost in reconstruction."""
-    return config_from_mapping({
+def branch_config(work: Path, family: str, directed: bool = False) -> TrainConfig:
+    """The `warpres train` run of one family on the demo renders, phase one or (`directed`) two.
+
+    Phase one: the domain network's features are ~1000x smaller than VGG's, hence the perceptual
+    weights above the VGG recipe's; a CPU affords BRANCH_STEPS steps instead of the recipe's
+    20,000+, hence the higher learning rate, halved at half and five sixths of the run. The
+    recipe's feature regulariser (5) switches the branch off on this generator's features: 300
+    StyleRes steps on 48 held-out renders (E0 alone 20.95 dB) gave 20.95 dB at 5, 21.18 at 0.5,
+    22.78 at 0.1 and 23.24 at 0.02 (WarpRes: 23.11 at 0.1, 23.21 at 0.02); 0.1 keeps it binding
+    at little cost in reconstruction.
+
+    Phase two exists because phase one's WarpRes damped pose edits (`warpres evaluate`, 500
+    held-out faces: yaw read +0.28 where E0 alone reads +0.40). Measured on 32 of them at pose
+    +0.8, against the renderer's own motion of the face (15.7 px mean): the flow head moved
+    content by 0.28 of it; its teacher, DIS on the generator's 128 px images, by 0.35 (0.40 on
+    the true renders: DIS's pyramid at 128 px is too shallow for a 16 px move; at 512 px, 0.61);
+    and random interpolations turned heads by a mean 0.18 in yaw (read), 9% of them as far as the
+    generator's pose edit (0.46). So phase two edits along the DIRECTED_EDITS directions for half
+    of the cycle samples (strength up to 1) and shows the teacher 512 px images. Its perceptual
+    network is the reader, which reads the mouth the regressor ignores (smile R^2 0.95 vs 0.05)."""
+    settings = {
         "model": "inversion.safetensors", "output": f"{family}-run", "family": family,
         "branch": BRANCH_WIDTHS[family],
         "data": {"train": "renders/train", "eval": "renders/eval", "eval_images": 100},
-        "steps": steps, "batch_size": 4, "workers": 1, "amp": "bf16", "channels_last": True,
+        "steps": BRANCH_STEPS, "batch_size": 4, "workers": 1, "amp": "bf16", "channels_last": True,
         "optim": {"lr": 3e-4, "milestones": [BRANCH_STEPS // 2, BRANCH_STEPS * 5 // 6]},
         "perceptual": {"network": "domain", "weights": "regressor.safetensors"},
         "losses": {"perceptual": 1.0, "cycle_perceptual": 0.1, "feature_regularizer": 0.1},
         "teacher": {"size": RESOLUTION},
         "discriminator": {"channel_base": 4096, "channel_max": 128},
         "schedule": {"log_every": 25, "sample_every": 500, "eval_every": 1000, "checkpoint_every": 100},
-    }, base=work, source=f"demo {family} run")
+    }
+    if directed:
+        settings |= {
+            "model": f"{family}.safetensors", "output": f"{family}-directed-run", "branch": {},
+            "steps": DIRECTED_STEPS, "optim": {"lr": 1e-4, "milestones": []},
+            "perceptual": {"network": "domain", "weights": "reader.safetensors"},
+            "edits": {"directions": "directions", "along": list(DIRECTED_EDITS), "directed_share": 0.5},
+            "teacher": {"size": 4 * RESOLUTION, "still_threshold": STILL_THRESHOLD},
+            "schedule": {**settings["schedule"], "eval_every": 500},
+        }
+    return config_from_mapping(settings, base=work, source=f"demo {family} run{' (directed)' if directed else ''}")
 
 
 def same_base(model: EditingModel, other: EditingModel) -> bool:
@@ -273,16 +300,23 @@ def same_base(model: EditingModel, other: EditingModel) -> bool:
     return True
 
 
-def build_branch(family: str, work: Path, steps: int, progress: bool = True) -> Path:
-    """`warpres train` of one family on E0 + G of WORK/inversion.safetensors, resumed if its run
-    exists; a run begun on another E0 + G (an earlier autoencoder) is refused, not continued."""
-    inversion = _require(work, "inversion")
-    config = branch_config(work, family, steps)
-    run = config.output / CHECKPOINT_NAME
-    if run.exists() and not same_base(load_model(run), load_model(inversion)):
-        raise TrainingError(f"{run} was trained on another E0 and generator than {inversion}; remove "
-                            f"{config.output} to train the {family} branch on the current ones")
-    Trainer(config, resume="auto", progress=progress).run()
+def build_branch(family: str, work: Path, progress: bool = True) -> Path:
+    """Both phases of `warpres train` of one family on E0 + G of WORK/inversion.safetensors, each
+    resumed if its run exists; phase one's result is WORK/<family>.safetensors. A run begun on
+    another E0 + G (an earlier autoencoder) is refused, not continued."""
+    inversion = load_model(_require(work, "inversion"))
+    result = _result(work, family)
+    for directed in (False, True):
+        config = branch_config(work, family, directed)
+        run = config.output / CHECKPOINT_NAME
+        if not directed and result.exists():
+            continue
+        if run.exists() and not same_base(load_model(run), inversion):
+            raise TrainingError(f"{run} was trained on another E0 and generator than the inversion; remove "
+                                f"{config.output} to train the {family} branch on the current ones")
+        Trainer(config, resume="auto", progress=progress).run()
+        if not directed:
+            save_model(load_model(run), result)
     return run
 
 
@@ -296,7 +330,7 @@ def build_bundle(work: Path, config: FitConfig | None = None, progress: bool = T
     inversion = load_model(_require(work, "inversion"))
     branches = {}
     for family in BRANCH_WIDTHS:
-        checkpoint = work / f"{family}-run" / CHECKPOINT_NAME
+        checkpoint = branch_config(work, family, directed=True).output / CHECKPOINT_NAME
         if not checkpoint.exists():
             raise TrainingError(f"{checkpoint} is missing: build the {family} stage first")
         branches[family] = load_model(checkpoint).branch
@@ -320,7 +354,6 @@ def build_bundle(work: Path, config: FitConfig | None = None, progress: bool = T
 
 STAGES = {"regressor": build_regressor, "reader": build_reader, "autoencoder": build_autoencoder,
           "mapping": build_mapping, "directions": build_directions, "renders": build_renders, "bundle": build_bundle}
-BRANCH_STEPS = 6000
 
 
 @click.command()
@@ -343,7 +376,9 @@ def main(stage: str, work: Path, steps: int | None, assets: Path, init: Path | N
         click.echo(f"bundle: {build_bundle(work, assets=assets)}")
         return
     if stage in BRANCH_WIDTHS:
-        click.echo(f"{stage}: {build_branch(stage, work, steps or BRANCH_STEPS)}")
+        if steps is not None:
+            raise click.UsageError("the branch stages run the steps of their phases (BRANCH_STEPS, DIRECTED_STEPS)")
+        click.echo(f"{stage}: {build_branch(stage, work)}")
         return
     click.echo(f"{stage}: {STAGES[stage](work, _config(stage, steps))}")
 
