@@ -21,11 +21,13 @@ import click
 import cv2
 import numpy as np
 import torch
+from scipy.interpolate import griddata
 
+from warpres.benchmark import psnr
 from warpres.checkpoints import load_model
 from warpres.demo.build import STILL_THRESHOLD
 from warpres.demo.bundle import BUNDLE, read_bundle, read_regressor
-from warpres.demo.evaluation import HELD_OUT_SEED, Reading, held_out_faces
+from warpres.demo.evaluation import DETAIL_REGIONS, HELD_OUT_SEED, Reading, held_out_faces, masked_psnr
 from warpres.demo.renderer import FaceParams, render, render_with_masks, surface_motion
 from warpres.demo.showcase import DIRECTIONS, edited_truth
 from warpres.edits import DirectionLibrary, EditRequest
@@ -101,28 +103,53 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1).permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
 
 
+def true_flow(before: FaceParams, after: FaceParams, size: int, grid: int) -> np.ndarray:
+    """The renderer's motion of the face as a backward flow (2, grid, grid) in pixels of a grid x
+    grid lattice over the image: interpolated between surface points on the face, zero elsewhere
+    (background, clothing and neck do not move)."""
+    points, displacement = surface_motion(before, after, size, spacing=0.02)
+    centres = (np.arange(grid) + 0.5) * size / grid
+    lattice = tuple(np.meshgrid(centres, centres))
+    flow = [griddata(points, displacement[:, c], lattice, method="linear", fill_value=0.0) for c in range(2)]
+    return np.stack(flow).astype(np.float32) * grid / size
+
+
+@dataclass(frozen=True)
+class EditScore:
+    """PSNR (dB) of the edited images against the ground truth: over the identity details (face
+    skin, earrings; as `warpres evaluate`) and over the whole image."""
+
+    detail: float
+    whole: float
+
+
 @dataclass
 class PoseDiagnosis:
     flows: dict[str, Agreement]
+    edits: dict[str, EditScore]
     generator_turn: float
     true_turn: float
     interpolation_turns: np.ndarray
 
 
 @torch.no_grad()
-def diagnose(model: EditingModel, reader, directions: DirectionLibrary, faces: list[FaceParams],
+def diagnose(models: dict[str, EditingModel], reader, directions: DirectionLibrary, faces: list[FaceParams],
              strength: float = 0.8) -> PoseDiagnosis:
-    """The flows of a `pose=strength` edit of `faces` by `model` (WarpRes) against the true motion."""
-    size = model.generator.config.resolution
+    """A `pose=strength` edit of `faces` by the models {family: EditingModel} of `read_bundle`: the
+    flows against the true motion, and the edits against the ground truth, WarpRes's also with
+    no flow and with the true motion as its flow."""
+    warpres, styleres = models["warpres"], models["styleres"]
+    size = warpres.generator.config.resolution
     truths = [edited_truth(face, "pose", strength) for face in faces]
     motions = [surface_motion(face, truth, size) for face, truth in zip(faces, truths, strict=True)]
     still = np.stack([still_mask(face, truth, size) for face, truth in zip(faces, truths, strict=True)])
     images = np.stack([render(face, size) for face in faces])
-    edited_images = np.stack([render(truth, size) for truth in truths])
+    edited_images, edited_masks = zip(*(render_with_masks(truth, size) for truth in truths), strict=True)
+    edited_images = np.stack(edited_images)
     x, x_edit = (torch.from_numpy(to_model_input(batch, size)) for batch in (images, edited_images))
 
-    synthesis = model.generator.synthesis
-    wplus, _ = model.encoder(x)
+    synthesis = warpres.generator.synthesis
+    wplus, enc_feat = warpres.encoder(x)
     wplus_edit = torch.from_numpy(directions.apply(wplus.numpy(), [EditRequest("pose", strength)]))
     head, head_edit = synthesis.head(wplus), synthesis.head(wplus_edit)
     plain = synthesis.tail(head.feat, head.rgb, wplus)
@@ -136,17 +163,36 @@ def diagnose(model: EditingModel, reader, directions: DirectionLibrary, faces: l
             _dis(plain, plain_edit, teacher_size), motions, size, still)
     flows[f"the same at {TEACHER_SIZES[-1]}, still where the images agree"] = agreement(
         _dis(plain, plain_edit, TEACHER_SIZES[-1], STILL_THRESHOLD), motions, size, still)
-    head_flow = model.branch.estimate_flow(head.tap_quarter, head.tap_half, head.feat,
-                                           head_edit.tap_quarter, head_edit.tap_half, head_edit.feat)
+    head_flow = warpres.branch.estimate_flow(head.tap_quarter, head.tap_half, head.feat,
+                                             head_edit.tap_quarter, head_edit.tap_half, head_edit.feat)
     flows["WarpRes flow head"] = agreement(head_flow.numpy(), motions, size, still)
+
+    detail = [np.logical_or.reduce([masks[region] for region in DETAIL_REGIONS]) for masks in edited_masks]
+
+    def scored(edited: torch.Tensor) -> EditScore:
+        ours = _uint8(edited)
+        return EditScore(float(np.mean([masked_psnr(*pair) for pair in zip(ours, edited_images, detail, strict=True)])),
+                         float(np.mean([psnr(a, b) for a, b in zip(ours, edited_images, strict=True)])))
+
+    residual = warpres.branch.encode_residual(enc_feat, head.feat)
+    oracle = torch.from_numpy(np.stack([true_flow(face, truth, size, head.feat.shape[-1])
+                                        for face, truth in zip(faces, truths, strict=True)]))
+    styleres_residual = styleres.branch.encode_residual(enc_feat, head.feat)
+    edits = {"E0 only": scored(plain_edit),
+             "StyleRes": scored(synthesis.tail(styleres.branch.fuse(styleres_residual, head_edit.feat),
+                                               head_edit.rgb, wplus_edit))}
+    for name, flow in (("WarpRes", head_flow), ("WarpRes without its flow", torch.zeros_like(head_flow)),
+                       ("WarpRes with the true motion as its flow", oracle)):
+        edits[name] = scored(synthesis.tail(warpres.branch.fuse(residual, head_edit.feat, flow),
+                                            head_edit.rgb, wplus_edit))
 
     def yaw(batch: np.ndarray) -> np.ndarray:
         return Reading.of(reader, batch).attribute("pose")
 
-    plan = EditPlan.sample(EditConfig(probability=1.0), len(faces), model.generator.config.z_dim,
+    plan = EditPlan.sample(EditConfig(probability=1.0), len(faces), warpres.generator.config.z_dim,
                            torch.Generator().manual_seed(0))
-    interpolated = synthesis(wplus + plan.step(wplus, model.generator.mapping))
-    return PoseDiagnosis(flows, float(np.mean(yaw(_uint8(plain_edit)) - yaw(_uint8(plain)))),
+    interpolated = synthesis(wplus + plan.step(wplus, warpres.generator.mapping))
+    return PoseDiagnosis(flows, edits, float(np.mean(yaw(_uint8(plain_edit)) - yaw(_uint8(plain)))),
                          float(np.mean(yaw(edited_images) - yaw(images))),
                          np.abs(yaw(_uint8(interpolated)) - yaw(_uint8(plain))))
 
@@ -155,6 +201,8 @@ def report(diagnosis: PoseDiagnosis, strength: float) -> str:
     lines = [f"pose={strength:g}: the face moves {next(iter(diagnosis.flows.values())).motion:.1f} px on average",
              "| flow | gain | endpoint error (px) | where nothing moves (px) |", "|---|---|---|---|"]
     lines += [f"| {name} | {a.gain:.2f} | {a.error:.2f} | {a.still:.2f} |" for name, a in diagnosis.flows.items()]
+    lines += ["", "| edit | detail PSNR | PSNR |", "|---|---|---|"]
+    lines += [f"| {name} | {score.detail:.2f} | {score.whole:.2f} |" for name, score in diagnosis.edits.items()]
     turns = diagnosis.interpolation_turns
     lines += ["", f"yaw turned (reader): the generator's edit {diagnosis.generator_turn:+.2f}, the ground truth "
               f"{diagnosis.true_turn:+.2f}; the trainer's random interpolations {turns.mean():.2f} on average, "
@@ -168,10 +216,12 @@ def report(diagnosis: PoseDiagnosis, strength: float) -> str:
 @click.option("--warpres", "checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A WarpRes checkpoint on the bundle's E0 and G (default: the bundle's WarpRes).")
 def main(images: int, strength: float, checkpoint: Path | None) -> None:
-    """Score a pose edit's flows against the renderer's motion of the face."""
-    model = read_bundle(BUNDLE)["warpres"] if checkpoint is None else load_model(checkpoint)
+    """Score a pose edit's flows against the renderer's motion of the face, and its edits against the truth."""
+    models = read_bundle(BUNDLE)
+    if checkpoint is not None:
+        models["warpres"] = load_model(checkpoint).eval()
     faces = held_out_faces(images, HELD_OUT_SEED)
-    diagnosis = diagnose(model.eval(), read_regressor(BUNDLE), DirectionLibrary.load(DIRECTIONS), faces, strength)
+    diagnosis = diagnose(models, read_regressor(BUNDLE), DirectionLibrary.load(DIRECTIONS), faces, strength)
     click.echo(report(diagnosis, strength))
 
 
