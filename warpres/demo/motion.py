@@ -137,7 +137,8 @@ def diagnose(models: dict[str, EditingModel], reader, directions: DirectionLibra
              strength: float = 0.8) -> PoseDiagnosis:
     """A `pose=strength` edit of `faces` by the models {family: EditingModel} of `read_bundle`: the
     flows against the true motion, and the edits against the ground truth, WarpRes's also with
-    no flow and with the true motion as its flow."""
+    no flow, with the true motion as its flow, and with that scaled by how far the generator's
+    own edit turns the head (read) against the truth."""
     warpres, styleres = models["warpres"], models["styleres"]
     size = warpres.generator.config.resolution
     truths = [edited_truth(face, "pose", strength) for face in faces]
@@ -181,20 +182,23 @@ def diagnose(models: dict[str, EditingModel], reader, directions: DirectionLibra
     edits = {"E0 only": scored(plain_edit),
              "StyleRes": scored(synthesis.tail(styleres.branch.fuse(styleres_residual, head_edit.feat),
                                                head_edit.rgb, wplus_edit))}
-    for name, flow in (("WarpRes", head_flow), ("WarpRes without its flow", torch.zeros_like(head_flow)),
-                       ("WarpRes with the true motion as its flow", oracle)):
-        edits[name] = scored(synthesis.tail(warpres.branch.fuse(residual, head_edit.feat, flow),
-                                            head_edit.rgb, wplus_edit))
 
     def yaw(batch: np.ndarray) -> np.ndarray:
         return Reading.of(reader, batch).attribute("pose")
 
+    generator_turn = float(np.mean(yaw(_uint8(plain_edit)) - yaw(_uint8(plain))))
+    true_turn = float(np.mean(yaw(edited_images) - yaw(images)))
+    for name, flow in (("WarpRes", head_flow), ("WarpRes without its flow", torch.zeros_like(head_flow)),
+                       ("WarpRes with the true motion as its flow", oracle),
+                       ("the same, scaled to the generator's turn", oracle * generator_turn / true_turn)):
+        edits[name] = scored(synthesis.tail(warpres.branch.fuse(residual, head_edit.feat, flow),
+                                            head_edit.rgb, wplus_edit))
+
     plan = EditPlan.sample(EditConfig(probability=1.0), len(faces), warpres.generator.config.z_dim,
                            torch.Generator().manual_seed(0))
     interpolated = synthesis(wplus + plan.step(wplus, warpres.generator.mapping))
-    return PoseDiagnosis(flows, edits, float(np.mean(yaw(_uint8(plain_edit)) - yaw(_uint8(plain)))),
-                         float(np.mean(yaw(edited_images) - yaw(images))),
-                         np.abs(yaw(_uint8(interpolated)) - yaw(_uint8(plain))))
+    interpolation_turns = np.abs(yaw(_uint8(interpolated)) - yaw(_uint8(plain)))
+    return PoseDiagnosis(flows, edits, generator_turn, true_turn, interpolation_turns)
 
 
 def report(diagnosis: PoseDiagnosis, strength: float) -> str:
