@@ -7,9 +7,11 @@ For held-out faces inverted by the shipped E0 and edited along `pose`, it prints
 with the true backward flow of the skin (gain: the least-squares scale of a flow along the true
 motion, 1 when it moves content as far as the face moved, 0 when it does not move it) of DIS
 on the true renders and on the generator's images at the teacher sizes, and of the WarpRes flow
-head; then how far the generator's own edit turns the head (read by the bundle's reader) and
-how far the trainer's random interpolations turn heads. This is the measurement behind the
-demo branches' second training phase (`warpres.demo.build.branch_config`).
+head; then the edits' PSNR against the ground truth over the identity details and the whole
+image (E0 only, StyleRes, and WarpRes with its flow head, with no flow and with the renderer's
+true motion as its flow); then how far the generator's own edit turns the head (read by the
+bundle's reader) and how far the trainer's random interpolations turn heads. This is the
+measurement behind the demo branches' second training phase (`warpres.demo.build.branch_config`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from warpres.demo.evaluation import DETAIL_REGIONS, HELD_OUT_SEED, Reading, held
 from warpres.demo.renderer import FaceParams, render, render_with_masks, surface_motion
 from warpres.demo.showcase import DIRECTIONS, edited_truth
 from warpres.edits import DirectionLibrary, EditRequest
-from warpres.images import to_model_input
+from warpres.images import to_model_input, to_uint8
 from warpres.models.editor import EditingModel
 from warpres.training.config import EditConfig
 from warpres.training.paths import EditPlan, resize_images
@@ -100,7 +102,7 @@ def _dis(source: torch.Tensor, target: torch.Tensor, size: int, still_threshold:
 
 
 def _uint8(images: torch.Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1).permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
+    return to_uint8(images.numpy())
 
 
 def true_flow(before: FaceParams, after: FaceParams, size: int, grid: int) -> np.ndarray:
