@@ -30,7 +30,7 @@ from warpres.checkpoints import load_model
 from warpres.demo.build import STILL_THRESHOLD
 from warpres.demo.bundle import BUNDLE, read_bundle, read_regressor
 from warpres.demo.evaluation import DETAIL_REGIONS, HELD_OUT_SEED, Reading, held_out_faces, masked_psnr
-from warpres.demo.renderer import FaceParams, render, render_with_masks, surface_motion
+from warpres.demo.renderer import FaceParams, render_with_masks, surface_motion
 from warpres.demo.showcase import DIRECTIONS, edited_truth
 from warpres.edits import DirectionLibrary, EditRequest
 from warpres.images import to_model_input, to_uint8
@@ -86,9 +86,9 @@ def agreement(flows: np.ndarray, motions: list[tuple[np.ndarray, np.ndarray]], s
 STILL_REGIONS, MOVING_REGIONS = ("background", "clothing"), ("face", "hair", "neck", "earrings", "glasses")
 
 
-def still_mask(before: FaceParams, after: FaceParams, size: int) -> np.ndarray:
-    """(size, size) bool: background or clothing in both renders, 4 px or more from the head."""
-    masks = [render_with_masks(params, size)[1] for params in (before, after)]
+def still_mask(*masks: dict[str, np.ndarray]) -> np.ndarray:
+    """From the region masks of renders (`render_with_masks`): (size, size) bool, background or
+    clothing in every render, 4 px or more from the head."""
     still = np.logical_and.reduce([np.any([m[name] for name in STILL_REGIONS], axis=0) for m in masks])
     head = np.logical_or.reduce([np.any([m[name] for name in MOVING_REGIONS], axis=0) for m in masks])
     near_head = cv2.dilate(head.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
@@ -145,10 +145,10 @@ def diagnose(models: dict[str, EditingModel], reader, directions: DirectionLibra
     size = warpres.generator.config.resolution
     truths = [edited_truth(face, "pose", strength) for face in faces]
     motions = [surface_motion(face, truth, size) for face, truth in zip(faces, truths, strict=True)]
-    still = np.stack([still_mask(face, truth, size) for face, truth in zip(faces, truths, strict=True)])
-    images = np.stack([render(face, size) for face in faces])
+    images, masks = zip(*(render_with_masks(face, size) for face in faces), strict=True)
     edited_images, edited_masks = zip(*(render_with_masks(truth, size) for truth in truths), strict=True)
-    edited_images = np.stack(edited_images)
+    images, edited_images = np.stack(images), np.stack(edited_images)
+    still = np.stack([still_mask(*pair) for pair in zip(masks, edited_masks, strict=True)])
     x, x_edit = (torch.from_numpy(to_model_input(batch, size)) for batch in (images, edited_images))
 
     synthesis = warpres.generator.synthesis
