@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from warpres.errors import ModelFolderError, WarpresError
 from warpres.files import atomic_path, sha256_file
@@ -28,6 +29,7 @@ PORTABLE = "portable"  # standard ONNX ops only
 PLUGIN = "plugin"  # modulated convs and warps as TensorRT plugin nodes (plugins/): TensorRT only
 FLAVOURS = (PORTABLE, PLUGIN)
 DIRECTION_FILES = {"tensors": "directions.safetensors", "description": "directions.json"}
+T = TypeVar("T")  # a tensor of any kind: numpy array, torch tensor, device buffer
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,131 @@ def stages_for(family: str) -> tuple[Stage, ...]:
     except KeyError:
         raise WarpresError(f"model family {family!r} has no deployable stages; an exported model needs an "
                            f"encoder to invert images (families: {sorted(FAMILY_STAGES)})") from None
+
+
+# -- the dataflow (ARCHITECTURE §1, §3) --------------------------------------------------------
+#
+# Dataflow tensors are named as stage tensors, with an `_edit` suffix for the synthesis head's
+# outputs on the edited latent: image, wplus, enc_feat, feat, tap_quarter, tap_half, rgb, residual
+# (original branch; per image), wplus_edit, feat_edit, tap_quarter_edit, tap_half_edit, rgb_edit,
+# flow, feat_fused, output (edited branch; per edit). `image` and `wplus_edit` come from outside
+# (the user's pixels, the host-side edit of W+); every other tensor is one stage call's output.
+EDITED_SUFFIX = "_edit"
+OUTPUT = "output"  # the tail's `image` on the edited branch
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage call in a family's dataflow: the dataflow tensor that feeds each stage input
+    (`feeds`, in stage input order) and the names its outputs take there (`produces`).
+    per_image: the outputs depend on the image alone (the original branch), so they can be
+    cached and reused by every edit of that image."""
+
+    stage: Stage
+    feeds: tuple[tuple[str, str], ...]
+    produces: tuple[tuple[str, str], ...]
+    per_image: bool
+
+    def inputs(self, tensors: Mapping[str, T]) -> dict[str, T]:
+        """The stage's feeds picked out of the dataflow tensors, named as the stage names them."""
+        return {name: tensors[source] for name, source in self.feeds}
+
+    def outputs(self, results: Mapping[str, T]) -> dict[str, T]:
+        """The stage's outputs renamed into the dataflow."""
+        return {target: results[name] for name, target in self.produces}
+
+
+def _step(stage: Stage, per_image: bool, feeds: Mapping[str, str] | None = None,
+          produces: Mapping[str, str] | None = None) -> Step:
+    """A call of `stage` reading and writing the same-named dataflow tensors, except those that
+    `feeds` (stage input -> dataflow tensor) and `produces` (stage output -> dataflow tensor) rename."""
+    sources = {name: name for name in stage.inputs} | dict(feeds or {})
+    targets = {name: name for name in stage.outputs} | dict(produces or {})
+    return Step(stage, tuple((name, sources[name]) for name in stage.inputs),
+                tuple((name, targets[name]) for name in stage.outputs), per_image)
+
+
+def _edited(names: Sequence[str]) -> dict[str, str]:
+    return {name: name + EDITED_SUFFIX for name in names}
+
+
+def _dataflow(stages: tuple[Stage, ...]) -> tuple[Step, ...]:
+    fuse = next((stage for stage in stages if stage.name == FUSE_STYLERES.name), None)
+    steps = [_step(ENCODER, per_image=True), _step(SYNTHESIS_HEAD, per_image=True)]
+    if RESIDUAL_ENCODER in stages:
+        steps.append(_step(RESIDUAL_ENCODER, per_image=True))
+    steps.append(_step(SYNTHESIS_HEAD, per_image=False, feeds=_edited(SYNTHESIS_HEAD.inputs),
+                       produces=_edited(SYNTHESIS_HEAD.outputs)))
+    if FLOW in stages:
+        steps.append(_step(FLOW, per_image=False))  # its input names already say which branch they read
+    if fuse is not None:
+        steps.append(_step(fuse, per_image=False))
+    # without a residual branch the tail renders the edited head's features as they are
+    tail_feeds = _edited(("rgb", "wplus")) | ({} if fuse is not None else {"feat_fused": "feat" + EDITED_SUFFIX})
+    steps.append(_step(SYNTHESIS_TAIL, per_image=False, feeds=tail_feeds, produces={"image": OUTPUT}))
+    return tuple(steps)
+
+
+DATAFLOW: dict[str, tuple[Step, ...]] = {family: _dataflow(stages) for family, stages in FAMILY_STAGES.items()}
+
+
+def dataflow(family: str) -> tuple[Step, ...]:
+    """Every stage call of a full edit of `family`, in execution order."""
+    stages_for(family)  # the error for an unknown family
+    return DATAFLOW[family]
+
+
+def walk(family: str, have: Collection[str], want: Collection[str]) -> tuple[Step, ...]:
+    """The stage calls, in execution order, that compute the dataflow tensors `want` from those
+    held (`have`): e.g. an inversion (have image, want `cached_tensors`), an edit from the cache
+    (have the cache and wplus_edit, want output), or an edit with a flow given from outside
+    (have flow: the flow head is skipped)."""
+    steps = dataflow(family)
+    producer = {target: step for step in steps for _, target in step.produces}
+    needed: set[Step] = set()
+
+    def need(tensor: str) -> None:
+        if tensor in have:
+            return
+        step = producer.get(tensor)
+        if step is None:
+            raise WarpresError(f"{family}: no stage computes {tensor!r} from {sorted(have)}")
+        if step not in needed:
+            needed.add(step)
+            for _, source in step.feeds:
+                need(source)
+
+    for tensor in want:
+        need(tensor)
+    return tuple(step for step in steps if step in needed)
+
+
+def cached_tensors(family: str) -> tuple[str, ...]:
+    """The per-image tensors an edit reads: what a session caches per inverted image (besides
+    the W+ the edits start from). E.g. warpres: feat, tap_quarter, tap_half, residual."""
+    per_image = {target for step in dataflow(family) if step.per_image for _, target in step.produces}
+    read = [source for step in dataflow(family) if not step.per_image for _, source in step.feeds]
+    return tuple(dict.fromkeys(tensor for tensor in read if tensor in per_image))
+
+
+def run_steps(steps: Sequence[Step], tensors: dict[str, T], run: Callable[[Step, dict[str, T]], Mapping[str, T]]
+              ) -> dict[str, T]:
+    """Execute `steps` over the dataflow `tensors` (updated in place and returned): `run(step,
+    inputs)` computes one stage call and returns its outputs named as the stage names them.
+    A tensor already held is never replaced (a filtered W+, a flow given from outside)."""
+    for step in steps:
+        for target, value in step.outputs(run(step, step.inputs(tensors))).items():
+            tensors.setdefault(target, value)
+    return tensors
+
+
+def stage_feeds(family: str, stage: Stage, tensors: Mapping[str, T]) -> dict[str, T]:
+    """The inputs of `stage` picked out of a full run of the dataflow (`tensors`); a stage called
+    on both branches (the synthesis head) is fed from its last call, the edited one."""
+    calls = [step for step in dataflow(family) if step.stage == stage]
+    if not calls:
+        raise WarpresError(f"a {family} model has no {stage.name} stage with inputs {stage.inputs}")
+    return calls[-1].inputs(tensors)
 
 
 @dataclass(frozen=True)
