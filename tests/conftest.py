@@ -94,6 +94,13 @@ def tiny_editing_model(family: str, encoder_kind: str = "e4e") -> EditingModel:
     return EditingModel(randomize_(generator), randomize_batchnorm_(randomize_(encoder)), branch).eval()
 
 
+def torch_edit(model: EditingModel, images: torch.Tensor, edits=None, **options) -> torch.Tensor:
+    """The PyTorch pipeline: `images` (B, 3, S, S) inverted and edited by `Session(model, backend="torch")`."""
+    from warpres.runtime.session import Session
+
+    return Session(model, backend="torch", **options).edit_batch(images, edits)
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     torch.manual_seed(2)

@@ -24,7 +24,7 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from tests.conftest import randomize_, tiny_branch, tiny_editing_model
+from tests.conftest import randomize_, tiny_branch, tiny_editing_model, torch_edit
 from warpres.edits import DirectionLibrary, LinearDirection
 from warpres.errors import ExportError, ModelFolderError
 from warpres.export import OPSET, export_model, model_config, model_id, spec_for, validate_graph, validate_model_folder
@@ -34,7 +34,7 @@ from warpres.export.fingerprint import stage_fingerprint
 from warpres.export.graph import audit_graph
 from warpres.export.specs import specs_for
 from warpres.files import sha256_file
-from warpres.models.editor import EditingModel, Editor
+from warpres.models.editor import EditingModel
 from warpres.models.encoders import EncoderConfig, StyleEncoder
 from warpres.models.stylegan2 import Generator, GeneratorConfig, channel_plan
 from warpres.models.warpres import WarpResBranch
@@ -50,6 +50,7 @@ from warpres.stages import (
     ModelFolder,
     Stage,
     open_model_folder,
+    stage_feeds,
     stages_for,
 )
 
@@ -213,12 +214,10 @@ def test_every_graph_runs_at_any_batch_size(warpres_export, batch):
             name: (batch, *specs[name].shape[1:]) for name in stage.outputs}
 
 
-def test_the_stages_chained_in_onnxruntime_reproduce_the_torch_editor(warpres_export, images):
+def test_the_stages_chained_in_onnxruntime_reproduce_the_torch_pipeline(warpres_export, images):
     folder, model = warpres_export.folder, warpres_export.model
-    editor = Editor(model)
-    inversion = editor.invert(images)
-    shift = lambda w: w + 0.3  # noqa: E731
-    expected = editor.edit(inversion, [shift]).numpy()
+    shift = lambda w: w + np.float32(0.3)  # noqa: E731
+    expected = torch_edit(model, images, [shift]).numpy()
 
     t = ort_run(folder, ENCODER, {"image": images.numpy()})
     orig = ort_run(folder, SYNTHESIS_HEAD, {"wplus": t["wplus"]})
@@ -331,7 +330,7 @@ def nudge_one_generator_weight(model: EditingModel) -> None:
 
 def _fingerprints(model: EditingModel) -> dict[str, str]:
     inputs = pipeline_activations(model, 2, 0)
-    return {spec.stage.name: stage_fingerprint(model, spec.stage, spec.inputs_from(inputs))
+    return {spec.stage.name: stage_fingerprint(model, spec.stage, stage_feeds(model.family, spec.stage, inputs))
             for spec in specs_for(model.family)}
 
 

@@ -29,7 +29,7 @@ from warpres.models.stylegan2 import SynthesisLayer, ToRGBLayer
 from warpres.models.subgraphs import stage_module
 from warpres.runtime.plugin_library import PLUGIN_LIBRARY_ENV
 from warpres.runtime.session import Session
-from warpres.stages import PLUGIN, ModelFolder
+from warpres.stages import PLUGIN, ModelFolder, stage_feeds
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_the_export_validated_every_plugin_graph_against_pytorch(plugin_export):
 def test_a_plugin_graph_run_by_the_reference_runner_matches_the_pytorch_stage(plugin_export):
     model, folder = plugin_export
     stage = next(s for s in folder.manifest.stages if s.name == "synthesis_tail")
-    inputs = spec_for(stage).inputs_from(pipeline_activations(model, 2, seed=7))
+    inputs = stage_feeds(model.family, stage, pipeline_activations(model, 2, seed=7))
     with torch.no_grad():
         (want,) = stage_module(model, stage)(*inputs.values())
     (got,) = ReferenceRunner(folder.graph_path(stage)).run({k: v.numpy() for k, v in inputs.items()})
@@ -197,7 +197,7 @@ def test_the_plugin_graphs_on_the_plugins_own_cpu_math_match_every_pytorch_stage
     activations = pipeline_activations(model, 3, seed=11)
     for stage in folder.manifest.stages:
         spec = spec_for(stage)
-        inputs = spec.inputs_from(activations)
+        inputs = stage_feeds(model.family, stage, activations)
         with torch.no_grad():
             wanted = stage_module(model, stage)(*inputs.values())
         runner = ReferenceRunner(folder.graph_path(stage), kernels=reference)

@@ -1,5 +1,5 @@
 """Session: the stage graph and the per-image cache, checked on the torch backend against the
-PyTorch Editor (the reference pipeline) on tiny models."""
+model's networks composed directly (ARCHITECTURE §1) on tiny models."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import pytest
 import torch
 from conftest import tiny_editing_model
 
-from warpres.edits import DirectionLibrary, LinearDirection
+from warpres.edits import DirectionLibrary, LinearDirection, parse_edit_spec
 from warpres.errors import EditError, ImageError, WarpresError
-from warpres.models.editor import Editor
 from warpres.runtime.session import FeatureCache, Session
 
 # Same float32 graph on both sides; only the stage boundaries (numpy round trips) differ.
@@ -28,19 +27,37 @@ def model(request):
     return tiny_editing_model(request.param)
 
 
-def test_edit_matches_the_pytorch_editor(model, images):
+@torch.no_grad()
+def composed(model, images: torch.Tensor, edit=lambda wplus: wplus) -> np.ndarray:
+    """The model's networks called one after another, as ARCHITECTURE §1 draws the dataflow."""
+    synthesis, branch = model.generator.synthesis, model.branch
+    wplus, enc_feat = model.encoder(images)
+    wplus_edit = torch.from_numpy(edit(wplus.numpy()))
+    head, head_edit = synthesis.head(wplus), synthesis.head(wplus_edit)
+    feat = head_edit.feat
+    if branch is not None:
+        residual = branch.encode_residual(enc_feat, head.feat)
+        if branch.uses_flow:
+            flow = branch.estimate_flow(head.tap_quarter, head.tap_half, head.feat,
+                                        head_edit.tap_quarter, head_edit.tap_half, head_edit.feat)
+            feat = branch.fuse(residual, head_edit.feat, flow)
+        else:
+            feat = branch.fuse(residual, head_edit.feat)
+    return synthesis.tail(feat, head_edit.rgb, wplus_edit).numpy()
+
+
+def test_edit_matches_the_networks_composed_by_hand(model, images):
     session = Session(model, backend="torch", directions=_directions())
-    editor = Editor(model, directions=_directions())
-    got = session.edit(session.invert(images.numpy()), "smile=1.5,age=-1")
-    expected = editor.edit(editor.invert(images), "smile=1.5,age=-1").numpy()
+    requests = parse_edit_spec("smile=1.5,age=-1")
+    got = session.edit(session.invert(images.numpy()), requests)
+    expected = composed(model, images, lambda wplus: session.directions.apply(wplus, requests))
     np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
 
 
-def test_reconstruction_without_edits_matches_the_editor(model, images):
+def test_reconstruction_without_edits_matches_the_networks_composed_by_hand(model, images):
     session = Session(model, backend="torch")
-    editor = Editor(model)
     got = session.edit(session.invert(images.numpy()))
-    np.testing.assert_allclose(got, editor.edit(editor.invert(images)).numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(got, composed(model, images), atol=ATOL, rtol=0)
 
 
 def test_uint8_pixels_in_give_uint8_pixels_out_at_the_output_resolution():

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import tiny_editing_model
+from tests.conftest import tiny_editing_model, torch_edit
 from warpres.errors import ConfigError, ImageError
-from warpres.models.editor import EditingModel, Editor
+from warpres.models.editor import EditingModel
 from warpres.runtime.imageio import write_image
 from warpres.training.config import EditConfig, LossWeights, config_from_mapping, load_config
 from warpres.training.data import ImageFolder, SampleStream, StepSampler
@@ -124,8 +124,7 @@ def paths(request) -> TrainingPaths:
 def test_the_no_edit_path_renders_what_inference_renders(paths, images):
     outputs = paths(images, EditPlan(cycle=False))
     with torch.no_grad():
-        editor = Editor(EditingModel(paths.generator, paths.encoder, paths.branch))
-        expected = editor.edit(editor.invert(images))
+        expected = torch_edit(EditingModel(paths.generator, paths.encoder, paths.branch), images)
     paths.train()
     torch.testing.assert_close(outputs.output, resize_images(expected, 64), atol=1e-5, rtol=0)
     assert outputs.cycled is None

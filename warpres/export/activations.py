@@ -14,42 +14,33 @@ from contextlib import contextmanager
 import torch
 
 from warpres.models.editor import EditingModel
+from warpres.models.subgraphs import run_stage
+from warpres.stages import dataflow, run_steps, walk
 
 # Edited latent = W+ + EDIT_SCALE * N(0, 1): a strong, dense edit, off the encoder's manifold.
 EDIT_SCALE = 0.5
 
 Activations = dict[str, torch.Tensor]
-"""Dataflow tensor name -> (B, ...) float32: image, wplus, enc_feat, feat, tap_quarter, tap_half,
-rgb, wplus_edit and the head's outputs of it with an `_edit` suffix, then residual, flow and
-feat_fused as the family has them."""
+"""Dataflow tensor name (warpres.stages) -> (B, ...) float32: image, wplus, enc_feat, feat,
+tap_quarter, tap_half, rgb, wplus_edit and the head's outputs of it with an `_edit` suffix, then
+residual, flow and feat_fused as the family has them."""
 
 
 @torch.no_grad()
 def pipeline_activations(model: EditingModel, batch: int, seed: int) -> Activations:
-    """Run `model` (in eval mode) on `batch` random images drawn with `seed`; every named tensor
-    of the dataflow, e.g. for FFHQ image (B, 3, 256, 256), wplus (B, 18, 512), feat (B, 512, 64, 64)."""
+    """Run `model` (in eval mode) on `batch` random images drawn with `seed`; every dataflow tensor a
+    stage reads (warpres.stages.dataflow), e.g. for FFHQ image (B, 3, 256, 256), wplus (B, 18, 512),
+    feat (B, 512, 64, 64)."""
     if model.encoder is None:
         raise ValueError(f"a {model.family} model has no encoder; its stages cannot be fed real activations")
     generator = torch.Generator().manual_seed(seed)
     size = model.encoder.config.input_size
-    image = torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
-    wplus, enc_feat = model.encoder(image)
-    wplus_edit = wplus + EDIT_SCALE * torch.randn(wplus.shape, generator=generator)
-    synthesis, branch = model.generator.synthesis, model.branch
-    head, head_edit = synthesis.head(wplus), synthesis.head(wplus_edit)
-    acts: Activations = {"image": image, "wplus": wplus, "enc_feat": enc_feat, "wplus_edit": wplus_edit,
-                         **head._asdict(), **{f"{name}_edit": value for name, value in head_edit._asdict().items()}}
-    if branch is None:  # plain inversion: the tail takes the edited head's features as they are
-        acts["feat_fused"] = head_edit.feat
-        return acts
-    acts["residual"] = branch.encode_residual(enc_feat, head.feat)
-    if branch.uses_flow:
-        acts["flow"] = branch.estimate_flow(head.tap_quarter, head.tap_half, head.feat,
-                                            head_edit.tap_quarter, head_edit.tap_half, head_edit.feat)
-        acts["feat_fused"] = branch.fuse(acts["residual"], head_edit.feat, acts["flow"])
-    else:
-        acts["feat_fused"] = branch.fuse(acts["residual"], head_edit.feat)
-    return acts
+    family, run = model.family, run_stage(model)
+    acts = run_steps(walk(family, {"image"}, {"wplus"}),
+                     {"image": torch.rand(batch, 3, size, size, generator=generator) * 2 - 1}, run)
+    acts["wplus_edit"] = acts["wplus"] + EDIT_SCALE * torch.randn(acts["wplus"].shape, generator=generator)
+    read = {source for step in dataflow(family) for _, source in step.feeds}
+    return run_steps(walk(family, set(acts), read), acts, run)
 
 
 @contextmanager

@@ -48,6 +48,7 @@ from warpres.stages import (
     ModelFolder,
     is_model_folder,
     open_model_folder,
+    stage_feeds,
     write_manifest,
 )
 
@@ -163,7 +164,7 @@ def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, direct
             for spec in bar:
                 stage = spec.stage
                 bar.set_postfix_str(stage.name)
-                stage_inputs = spec.inputs_from(trace_inputs)
+                stage_inputs = stage_feeds(model.family, stage, trace_inputs)
                 key = (None if traced is None
                        else f"{opset}:{flavour}:{stage_fingerprint(model, stage, stage_inputs)}")
                 proto = None if key is None else traced.get(key)

@@ -37,10 +37,10 @@ import onnx
 
 from warpres.errors import BackendError, ExportError
 from warpres.export.activations import Activations
-from warpres.export.specs import Tolerance, spec_for
+from warpres.export.specs import Tolerance
 from warpres.export.validation import OutputError, ValidationReport, ort_session
 from warpres.files import atomic_path
-from warpres.stages import ModelFolder
+from warpres.stages import ModelFolder, stage_feeds
 
 logger = logging.getLogger(__name__)
 
@@ -156,10 +156,10 @@ def compare_fp16(folder: ModelFolder, fp16_graphs: Mapping[str, str | os.PathLik
     for stage in folder.manifest.stages:
         if stage.name not in fp16_graphs:
             continue
-        spec = spec_for(stage)
         reference, candidate = ort_session(folder.graph_path(stage)), ort_session(fp16_graphs[stage.name])
         for batch, acts in activations.items():
-            feeds = {name: np.ascontiguousarray(value.numpy()) for name, value in spec.inputs_from(acts).items()}
+            feeds = {name: np.ascontiguousarray(value.numpy())
+                     for name, value in stage_feeds(folder.manifest.family, stage, acts).items()}
             for name, want, got in zip(stage.outputs, reference.run(None, feeds), candidate.run(None, feeds),
                                        strict=True):
                 finite = bool(np.all(np.isfinite(got)))

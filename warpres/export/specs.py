@@ -1,21 +1,21 @@
 """One declarative export spec per stage (ARCHITECTURE §5, as HF optimum's OnnxConfig).
 
-A spec names its stage (tensor names and order come from `warpres.stages`), where each input
-comes from in the dataflow (its dummy-input factory over `pipeline_activations`), and the
-tolerance validation holds the exported graph to, with the reason for it. The dynamic axis is
-the same for every stage tensor (ARCHITECTURE §2): axis 0, `warpres.stages.BATCH_AXIS`.
+A spec names its stage (tensor names, order and where each input comes from are the stage
+table's: `warpres.stages`) and the tolerance validation holds the exported graph to, with the
+reason for it. The dynamic axis is the same for every stage tensor (ARCHITECTURE §2): axis 0,
+`warpres.stages.BATCH_AXIS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
 
 from warpres.errors import ExportError
-from warpres.export.activations import Activations, pipeline_activations
+from warpres.export.activations import pipeline_activations
 from warpres.models.editor import EditingModel
 from warpres.stages import (
     ENCODER,
@@ -26,6 +26,7 @@ from warpres.stages import (
     SYNTHESIS_HEAD,
     SYNTHESIS_TAIL,
     Stage,
+    stage_feeds,
     stages_for,
 )
 
@@ -44,23 +45,15 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class ExportSpec:
-    """How one stage is exported and validated.
-
-    sources: stage input -> the dataflow tensor that feeds it (default: the same name), e.g. the
-    tail's `rgb` is the edited head's `rgb_edit`.
-    """
+    """How one stage is exported and validated. The synthesis head is traced and validated on
+    its edited call (`warpres.stages.stage_feeds`): latents off the encoder's manifold, the harder case."""
 
     stage: Stage
     tolerance: Tolerance
-    sources: Mapping[str, str] = field(default_factory=dict)
-
-    def inputs_from(self, activations: Activations) -> dict[str, torch.Tensor]:
-        """The stage's inputs, in stage order, picked out of one run of the dataflow."""
-        return {name: activations[self.sources.get(name, name)] for name in self.stage.inputs}
 
     def dummy_inputs(self, model: EditingModel, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
         """Realistic inputs of `batch` fresh random images (see `pipeline_activations`)."""
-        return self.inputs_from(pipeline_activations(model, batch, seed))
+        return stage_feeds(model.family, self.stage, pipeline_activations(model, batch, seed))
 
 
 # Tolerances are relative to the output's largest magnitude: float32 has a 6e-8 unit roundoff,
@@ -72,8 +65,7 @@ SPECS: Mapping[Stage, ExportSpec] = MappingProxyType({
     ENCODER: ExportSpec(ENCODER, Tolerance(
         atol=1e-5, rtol=1e-4, reason="50 IR-SE units with BatchNorm: rounding compounds over ~130 convs")),
     SYNTHESIS_HEAD: ExportSpec(SYNTHESIS_HEAD, Tolerance(
-        atol=1e-5, rtol=1e-4, reason=f"{_CONV_CHAIN}; demodulation rsqrt of folded weight energies"),
-        sources={"wplus": "wplus_edit"}),  # edited latents: off the encoder's manifold, the harder case
+        atol=1e-5, rtol=1e-4, reason=f"{_CONV_CHAIN}; demodulation rsqrt of folded weight energies")),
     RESIDUAL_ENCODER: ExportSpec(RESIDUAL_ENCODER, Tolerance(atol=1e-5, rtol=1e-4, reason=_CONV_CHAIN)),
     FLOW: ExportSpec(FLOW, Tolerance(
         atol=1e-4, rtol=1e-4, reason="two GridSample warps turn feature rounding into sub-pixel position error")),
@@ -81,8 +73,7 @@ SPECS: Mapping[Stage, ExportSpec] = MappingProxyType({
     FUSE_WARPRES: ExportSpec(FUSE_WARPRES, Tolerance(
         atol=1e-5, rtol=1e-4, reason=f"{_CONV_CHAIN}; GridSample weights rounded in float32")),
     SYNTHESIS_TAIL: ExportSpec(SYNTHESIS_TAIL, Tolerance(
-        atol=1e-4, rtol=1e-4, reason="image in [-1, 1]: 1e-4 is 1/80 of an 8-bit grey level"),
-        sources={"rgb": "rgb_edit", "wplus": "wplus_edit"}),
+        atol=1e-4, rtol=1e-4, reason="image in [-1, 1]: 1e-4 is 1/80 of an 8-bit grey level")),
 })
 
 

@@ -27,7 +27,7 @@ from warpres.export.plugin_graph import ReferenceRunner, plugin_node_counts
 from warpres.export.specs import ExportSpec, Tolerance, spec_for
 from warpres.models.editor import EditingModel
 from warpres.models.subgraphs import stage_module
-from warpres.stages import PLUGIN, ModelFolder, open_model_folder
+from warpres.stages import PLUGIN, ModelFolder, open_model_folder, stage_feeds
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def compare_stage(model: EditingModel, spec: ExportSpec, graph_path: str | os.Pa
     module = stage_module(model, stage)
     errors = []
     for batch, acts in activations.items():
-        inputs = spec.inputs_from(acts)
+        inputs = stage_feeds(model.family, stage, acts)
         references = module(*inputs.values())
         feeds = {name: np.ascontiguousarray(value.numpy()) for name, value in inputs.items()}
         try:

@@ -30,17 +30,18 @@ from warpres.runtime.backends.base import Backend
 from warpres.runtime.device import Device, HostDevice, Pending, Tensor
 from warpres.stages import (
     ENCODER,
-    FLOW,
-    FUSE_STYLERES,
+    OUTPUT,
     PORTABLE,
-    RESIDUAL_ENCODER,
-    SYNTHESIS_HEAD,
     SYNTHESIS_TAIL,
     ModelFolder,
     Stage,
+    Step,
+    cached_tensors,
     is_model_folder,
     open_model_folder,
+    run_steps,
     stages_for,
+    walk,
 )
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,15 @@ class Session:
         # the TensorRT backend keeps tensors on the GPU; a CPU backend's live on the host
         self.device: Device = getattr(self.backend, "device_layer", None) or HostDevice(self.backend)
         self.directions = _merge_directions(own_directions, directions)
-        self._stages = {stage.name: stage for stage in self.info.stages}
+        # the dataflow walks of this family: encode (image -> W+), the rest of an inversion (W+ ->
+        # the cache), an evicted entry's recomputation (image + the handle's W+ -> the cache), an edit
+        family = self.info.family
+        self._cache_names = cached_tensors(family)
+        self._encode = walk(family, {"image"}, {"wplus"})
+        encoded = {"image", *(tensor for step in self._encode for _, tensor in step.produces)}
+        self._invert = walk(family, encoded, self._cache_names)
+        self._recompute = walk(family, {"image", "wplus"}, self._cache_names)
+        self._edit = walk(family, {*self._cache_names, "wplus_edit"}, {OUTPUT})
 
     # -- invert -------------------------------------------------------------------------------
 
@@ -210,13 +219,12 @@ class Session:
         handles: list[ImageHandle] = []
         for start in range(0, len(encoder_input), self.max_batch):
             chunk = encoder_input[start:start + self.max_batch]
-            encoded = device.run(ENCODER, {"image": device.upload(chunk, "image", pipeline)}, pipeline)
-            wplus_tensor = encoded["wplus"]
-            wplus = self._collect(device.download(wplus_tensor, "wplus", pipeline), ENCODER, "wplus")
+            tensors = self._run(self._encode, {"image": device.upload(chunk, "image", pipeline)}, pipeline)
+            wplus = self._collect(device.download(tensors["wplus"], "wplus", pipeline), ENCODER, "wplus")
             if latent_filter is not None:
                 wplus = self._checked_latents(latent_filter(wplus.copy()), wplus.shape, "latent_filter")
-                wplus_tensor = device.upload(wplus, "wplus", pipeline)
-            entries = self._split(self._per_image(wplus_tensor, encoded["enc_feat"], pipeline), len(chunk), pipeline)
+                tensors["wplus"] = device.upload(wplus, "wplus", pipeline)
+            entries = self._split(self._run(self._invert, tensors, pipeline), len(chunk), pipeline)
             for index, entry in enumerate(entries):
                 # copies, so one handle never keeps its whole batch alive
                 handle = ImageHandle(next(self._keys), self._id, chunk[index].copy(), wplus[index].copy(), output,
@@ -225,16 +233,13 @@ class Session:
                 handles.append(handle)
         return Inversion(tuple(handles), output, self.channels)
 
-    def _per_image(self, wplus: Tensor, enc_feat: Tensor, pipeline: int) -> dict[str, Tensor]:
-        """enc_feat, the head of the original latent, and E1's residual: (B, ...) each."""
-        cached = {"enc_feat": enc_feat, **self.device.run(SYNTHESIS_HEAD, {"wplus": wplus}, pipeline)}
-        if RESIDUAL_ENCODER.name in self._stages:
-            cached |= self.device.run(RESIDUAL_ENCODER, {"enc_feat": enc_feat, "feat": cached["feat"]}, pipeline)
-        return cached
+    def _run(self, steps: Sequence[Step], tensors: dict[str, Tensor], pipeline: int) -> dict[str, Tensor]:
+        """Issue `steps` of the dataflow on `pipeline`, adding their outputs to `tensors`."""
+        return run_steps(steps, tensors, lambda step, feeds: self.device.run(step.stage, feeds, pipeline))
 
-    def _split(self, batched: dict[str, Tensor], count: int, pipeline: int) -> list[dict[str, Tensor]]:
-        """Per-image cache entries (owned copies) of batched tensors."""
-        columns = {name: self.device.split(tensor, pipeline) for name, tensor in batched.items()}
+    def _split(self, tensors: dict[str, Tensor], count: int, pipeline: int) -> list[dict[str, Tensor]]:
+        """Per-image cache entries (owned copies) of the batched tensors an edit reads."""
+        columns = {name: self.device.split(tensors[name], pipeline) for name in self._cache_names}
         return [{name: column[index] for name, column in columns.items()} for index in range(count)]
 
     def _cached(self, handles: Sequence[ImageHandle], pipeline: int) -> dict[str, Tensor]:
@@ -244,15 +249,14 @@ class Session:
         missing = [i for i, entry in enumerate(entries) if entry is None]
         if missing:
             log.debug("recomputing %d evicted cache entries", len(missing))
-            images = device.upload(np.stack([handles[i].image for i in missing]), "image", pipeline)
-            wplus = device.upload(np.stack([handles[i].wplus for i in missing]), "wplus", pipeline)
-            enc_feat = device.run(ENCODER, {"image": images}, pipeline)["enc_feat"]
-            recomputed = self._split(self._per_image(wplus, enc_feat, pipeline), len(missing), pipeline)
+            held = {"image": device.upload(np.stack([handles[i].image for i in missing]), "image", pipeline),
+                    "wplus": device.upload(np.stack([handles[i].wplus for i in missing]), "wplus", pipeline)}
+            recomputed = self._split(self._run(self._recompute, held, pipeline), len(missing), pipeline)
             for i, entry in zip(missing, recomputed, strict=True):
                 entries[i] = entry
                 self.cache.put(handles[i].key, entry)
         return {name: device.gather([entry[name] for entry in entries], f"cached.{name}", pipeline)
-                for name in entries[0]}
+                for name in self._cache_names}
 
     # -- edit ---------------------------------------------------------------------------------
 
@@ -316,21 +320,9 @@ class Session:
         return self._as_output(np.concatenate(images), inversion)
 
     def _render_chunk(self, handles: Sequence[ImageHandle], wplus_edit: np.ndarray, pipeline: int) -> Pending:
-        device = self.device
-        orig = self._cached(handles, pipeline)
-        wplus = device.upload(wplus_edit, "wplus", pipeline)
-        edit = device.run(SYNTHESIS_HEAD, {"wplus": wplus}, pipeline)
-        feat = edit["feat"]
-        if FUSE_STYLERES.name in self._stages:
-            feeds = {"residual": orig["residual"], "feat_edit": edit["feat"]}
-            if FLOW.name in self._stages:
-                feeds["flow"] = device.run(FLOW, {"tap_quarter": orig["tap_quarter"], "tap_half": orig["tap_half"],
-                                                  "feat": orig["feat"], "tap_quarter_edit": edit["tap_quarter"],
-                                                  "tap_half_edit": edit["tap_half"], "feat_edit": edit["feat"]},
-                                           pipeline)["flow"]
-            feat = device.run(self._stages[FUSE_STYLERES.name], feeds, pipeline)["feat_fused"]
-        image = device.run(SYNTHESIS_TAIL, {"feat_fused": feat, "rgb": edit["rgb"], "wplus": wplus}, pipeline)["image"]
-        return device.download(image, "image", pipeline)
+        tensors = self._cached(handles, pipeline)
+        tensors["wplus_edit"] = self.device.upload(wplus_edit, "wplus", pipeline)
+        return self.device.download(self._run(self._edit, tensors, pipeline)[OUTPUT], "image", pipeline)
 
     # -- plumbing -----------------------------------------------------------------------------
 
