@@ -25,7 +25,8 @@ from torch import nn
 from warpres.edits import DirectionLibrary, LinearDirection
 from warpres.errors import EditError, TrainingError
 from warpres.models.editor import EditingModel
-from warpres.models.stylegan2 import HeadOutputs
+from warpres.models.subgraphs import run_stage
+from warpres.stages import EDITED_SUFFIX, FUSE_STYLERES, OUTPUT, SYNTHESIS_HEAD, Step, run_steps, walk
 from warpres.training.config import EditConfig
 from warpres.training.teacher import FlowTeacher
 
@@ -111,6 +112,13 @@ class PathOutputs:
     cycled: torch.Tensor | None = None
 
 
+def _as_edited(tensors: dict, branch: str = "") -> dict:
+    """The synthesis head's outputs of one branch (`branch`: "" the original, EDITED_SUFFIX the
+    edited one) of `tensors`, and its W+, named as the edited branch's."""
+    names = (*SYNTHESIS_HEAD.outputs, "wplus")
+    return {name + EDITED_SUFFIX: tensors[name + branch] for name in names if name + branch in tensors}
+
+
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 3, size, size): area average when shrinking (as the official losses at
     256), bilinear when enlarging."""
@@ -139,6 +147,14 @@ class TrainingPaths(nn.Module):
         self.teacher = teacher
         self.teacher_size = teacher_size
         self.loss_size = model.encoder.config.input_size
+        # the dataflow walks (warpres.stages) of the two paths, on the networks above
+        self.family = model.family
+        self._stage = run_stage(model)
+        self._encode = walk(self.family, {"image"}, {"wplus", "enc_feat", *SYNTHESIS_HEAD.outputs})
+        self._residual = walk(self.family, {"enc_feat", "feat"}, {"residual"})
+        edited_head = {name + EDITED_SUFFIX for name in SYNTHESIS_HEAD.outputs}
+        self._edit_head = walk(self.family, {"wplus_edit"}, edited_head)
+        self._plain = walk("inversion", {"wplus_edit", *edited_head}, {OUTPUT})  # the generator alone
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.branch.parameters() if p.requires_grad]
@@ -150,48 +166,48 @@ class TrainingPaths(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor, plan: EditPlan) -> PathOutputs:
-        synthesis = self.generator.synthesis
         with torch.no_grad():
-            wplus, enc_feat = self.encoder(images)
-            head = synthesis.head(wplus)
-        residual = self.branch.encode_residual(enc_feat, head.feat)
-        if not plan.cycle:
-            output, flow, additions = self._render(residual, head, head, wplus)
+            original = self._run(self._encode, {"image": images})
+        original = self._run(self._residual, original)
+        if not plan.cycle:  # the edited branch is the original one: W_edit = W
+            output, flow, additions = self._render(original | _as_edited(original))
             zero_flow = None if flow is None else torch.zeros_like(flow)
             return PathOutputs(output=output, additions=additions, flow=flow, teacher_flow=zero_flow)
 
         with torch.no_grad():
-            step = plan.step(wplus, self.generator.mapping)
-            wplus_edit = wplus + step
-            head_edit = synthesis.head(wplus_edit)
-            teacher_flow = self._teacher_flow(head, wplus, head_edit, wplus_edit) if self.branch.uses_flow else None
-        edited, flow, additions = self._render(residual, head, head_edit, wplus_edit)
+            step = plan.step(original["wplus"], self.generator.mapping)
+            edit = self._run(self._edit_head, original | {"wplus_edit": original["wplus"] + step})
+            teacher_flow = self._teacher_flow(edit) if self.branch.uses_flow else None
+        edited, flow, additions = self._render(edit)
 
-        wplus_back, enc_feat_back = self.encoder(edited)
-        head_back = synthesis.head(wplus_back)
-        head_undone = synthesis.head(wplus_back - step)
-        residual_back = self.branch.encode_residual(enc_feat_back, head_back.feat)
-        cycled, _, _ = self._render(residual_back, head_back, head_undone, wplus_back - step)
+        back = self._run(self._encode, {"image": edited})
+        back = self._run(self._residual, back)
+        undone = self._run(self._edit_head, back | {"wplus_edit": back["wplus"] - step})
+        cycled, _, _ = self._render(undone)
         return PathOutputs(output=edited, additions=additions, flow=flow, teacher_flow=teacher_flow, cycled=cycled)
 
-    def _render(self, residual: torch.Tensor, orig: HeadOutputs, edit: HeadOutputs,
-                wplus_edit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """The branch's image of `wplus_edit` at the loss size, its flow (WarpRes) and what E2 added."""
-        branch, flow = self.branch, None
-        if branch.uses_flow:
-            flow = branch.estimate_flow(orig.tap_quarter, orig.tap_half, orig.feat,
-                                        edit.tap_quarter, edit.tap_half, edit.feat)
-            feat, additions = branch.fuse_with_additions(residual, edit.feat, flow)
-        else:
-            feat, additions = branch.fuse_with_additions(residual, edit.feat)
-        image = self.generator.synthesis.tail(feat, edit.rgb, wplus_edit)
-        return resize_images(image, self.loss_size), flow, additions
+    def _run(self, steps: tuple[Step, ...], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return run_steps(steps, dict(tensors), self._stage)
 
-    def _teacher_flow(self, head: HeadOutputs, wplus: torch.Tensor, head_edit: HeadOutputs,
-                      wplus_edit: torch.Tensor) -> torch.Tensor:
-        """The teacher's flow between the generator's own RGB of W (source) and W_a (target)."""
-        tail = self.generator.synthesis.tail
-        source = resize_images(tail(head.feat, head.rgb, wplus), self.teacher_size)
-        target = resize_images(tail(head_edit.feat, head_edit.rgb, wplus_edit), self.teacher_size)
+    def _render(self, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The branch's image of the edited branch of `tensors` (the edited head's outputs held) at
+        the loss size, its flow (WarpRes) and what E2 added to the generator features."""
+        additions = []
+
+        def fuse_keeping_additions(step: Step, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            if step.stage.name != FUSE_STYLERES.name:
+                return self._stage(step, inputs)
+            feat_fused, added = self.branch.fuse_with_additions(*inputs.values())
+            additions.append(added)
+            return {"feat_fused": feat_fused}
+
+        rendered = run_steps(walk(self.family, set(tensors), {OUTPUT}), dict(tensors), fuse_keeping_additions)
+        return resize_images(rendered[OUTPUT], self.loss_size), rendered.get("flow"), additions[0]
+
+    def _teacher_flow(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's flow between the generator's own RGB of W (source) and W_a (target): the
+        plain inversion's dataflow (no residual branch) rendering each latent."""
+        source, target = (resize_images(self._run(self._plain, tensors | _as_edited(tensors, branch))[OUTPUT],
+                                        self.teacher_size) for branch in ("", EDITED_SUFFIX))
         with torch.autocast(source.device.type, enabled=False):  # teachers are specified in fp32
             return self.teacher(source.float(), target.float())
