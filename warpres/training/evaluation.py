@@ -1,9 +1,9 @@
 """What a run reports while it trains: reconstruction quality on held-out images and sample grids.
 
-Both go through the inference pipeline (`Session(model, backend="torch")`), so they score what users
-will get. PSNR
-(`warpres.benchmark.psnr`, as `warpres bench` and `warpres evaluate`) and SSIM (scikit-image,
-data range 255, over the RGB channels) compare 8-bit images at the encoder input size.
+Both go through the inference pipeline (`Session(model, backend="torch")`), so they score what
+users will get. PSNR (`warpres.benchmark.psnr`, as `warpres bench` and `warpres evaluate`) and
+SSIM (scikit-image, data range 255, over the RGB channels) compare 8-bit images at the encoder
+input size.
 """
 
 from __future__ import annotations

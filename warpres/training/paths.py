@@ -26,7 +26,16 @@ from warpres.edits import DirectionLibrary, LinearDirection
 from warpres.errors import EditError, TrainingError
 from warpres.models.editor import EditingModel
 from warpres.models.subgraphs import run_stage
-from warpres.stages import EDITED_SUFFIX, FUSE_STYLERES, OUTPUT, SYNTHESIS_HEAD, Step, run_steps, walk
+from warpres.stages import (
+    EDITED_SUFFIX,
+    FUSE_STYLERES,
+    OUTPUT,
+    SYNTHESIS_HEAD,
+    Step,
+    cached_tensors,
+    run_steps,
+    walk,
+)
 from warpres.training.config import EditConfig
 from warpres.training.teacher import FlowTeacher
 
@@ -155,6 +164,7 @@ class TrainingPaths(nn.Module):
         edited_head = {name + EDITED_SUFFIX for name in SYNTHESIS_HEAD.outputs}
         self._edit_head = walk(self.family, {"wplus_edit"}, edited_head)
         self._plain = walk("inversion", {"wplus_edit", *edited_head}, {OUTPUT})  # the generator alone
+        self._branch_render = walk(self.family, {*cached_tensors(self.family), "wplus_edit", *edited_head}, {OUTPUT})
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.branch.parameters() if p.requires_grad]
@@ -201,7 +211,7 @@ class TrainingPaths(nn.Module):
             additions.append(added)
             return {"feat_fused": feat_fused}
 
-        rendered = run_steps(walk(self.family, set(tensors), {OUTPUT}), dict(tensors), fuse_keeping_additions)
+        rendered = run_steps(self._branch_render, dict(tensors), fuse_keeping_additions)
         return resize_images(rendered[OUTPUT], self.loss_size), rendered.get("flow"), additions[0]
 
     def _teacher_flow(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
