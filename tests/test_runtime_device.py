@@ -15,6 +15,7 @@ from conftest import tiny_editing_model
 from warpres.edits import DirectionLibrary, LinearDirection
 from warpres.runtime.device import HostDevice
 from warpres.runtime.session import Session
+from warpres.stages import ENCODER
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,4 +167,4 @@ def test_the_strict_device_catches_a_buffer_read_after_reuse(images):
     first = device.upload(images.numpy()[:1], "image", 0)
     device.upload(images.numpy()[1:2], "image", 0)
     with pytest.raises(StaleTensor, match="reused"):
-        device.run(session._stages["encoder"], {"image": first}, 0)
+        device.run(ENCODER, {"image": first}, 0)
