@@ -62,3 +62,32 @@ def test_the_true_flow_is_the_surface_motion_on_the_face_and_zero_elsewhere():
     errors = np.linalg.norm(sample_flow(flow, points, 128) - displacement, axis=1)
     assert np.median(errors) < 0.1 and agreement(flow[None], [(points, displacement)], 128).gain > 0.9
     assert not flow[:, :4].any() and not flow[:, -4:].any()  # above the hair, on the clothing
+
+
+def test_the_diagnosis_scores_the_pipelines_own_edit_and_the_true_motion_keeps_details_best():
+    from warpres.benchmark import psnr
+    from warpres.demo.bundle import BUNDLE, read_bundle, read_regressor
+    from warpres.demo.evaluation import DETAIL_REGIONS, HELD_OUT_SEED, held_out_faces, masked_psnr
+    from warpres.demo.motion import diagnose
+    from warpres.demo.renderer import render_with_masks
+    from warpres.demo.showcase import DIRECTIONS, edited_truth
+    from warpres.edits import DirectionLibrary
+    from warpres.images import to_model_input, to_uint8
+    from warpres.runtime.session import Session
+
+    models, directions = read_bundle(BUNDLE), DirectionLibrary.load(DIRECTIONS)
+    faces = held_out_faces(3, HELD_OUT_SEED)
+    diagnosis = diagnose(models, read_regressor(BUNDLE), directions, faces, strength=0.8)
+
+    size = models["warpres"].generator.config.resolution
+    photos = to_model_input(np.stack([render_with_masks(face, size)[0] for face in faces]), size)
+    session = Session(models["warpres"], backend="torch", directions=directions)
+    ours = to_uint8(np.asarray(session.edit_batch(photos, "pose=0.8")))
+    truths, masks = zip(*(render_with_masks(edited_truth(face, "pose", 0.8), size) for face in faces), strict=True)
+    detail = [np.logical_or.reduce([m[region] for region in DETAIL_REGIONS]) for m in masks]
+    expected_detail = np.mean([masked_psnr(*triple) for triple in zip(ours, truths, detail, strict=True)])
+    expected_whole = np.mean([psnr(a, b) for a, b in zip(ours, truths, strict=True)])
+    assert diagnosis.edits["WarpRes"].detail == pytest.approx(expected_detail, abs=0.05)
+    assert diagnosis.edits["WarpRes"].whole == pytest.approx(expected_whole, abs=0.05)
+    oracle = diagnosis.edits["WarpRes with the true motion as its flow"]
+    assert oracle.detail > diagnosis.edits["WarpRes without its flow"].detail + 1.0

@@ -35,6 +35,8 @@ from warpres.demo.showcase import DIRECTIONS, edited_truth
 from warpres.edits import DirectionLibrary, EditRequest
 from warpres.images import to_model_input, to_uint8
 from warpres.models.editor import EditingModel
+from warpres.models.subgraphs import run_stage
+from warpres.stages import OUTPUT, cached_tensors, run_steps, walk
 from warpres.training.config import EditConfig
 from warpres.training.paths import EditPlan, resize_images
 from warpres.training.teacher import OpenCVFlowTeacher
@@ -101,6 +103,11 @@ def _dis(source: torch.Tensor, target: torch.Tensor, size: int, still_threshold:
     return teacher(resize_images(source, size), resize_images(target, size)).numpy()
 
 
+def _render(model: EditingModel, tensors: dict[str, torch.Tensor], family: str) -> torch.Tensor:
+    """The edited image of `family`'s dataflow from the tensors held (a flow held is used as it is)."""
+    return run_steps(walk(family, tensors, {OUTPUT}), dict(tensors), run_stage(model))[OUTPUT]
+
+
 def _uint8(images: torch.Tensor) -> np.ndarray:
     return to_uint8(images.numpy())
 
@@ -151,12 +158,15 @@ def diagnose(models: dict[str, EditingModel], reader, directions: DirectionLibra
     still = np.stack([still_mask(*pair) for pair in zip(masks, edited_masks, strict=True)])
     x, x_edit = (torch.from_numpy(to_model_input(batch, size)) for batch in (images, edited_images))
 
-    synthesis = warpres.generator.synthesis
-    wplus, enc_feat = warpres.encoder(x)
-    wplus_edit = torch.from_numpy(directions.apply(wplus.numpy(), [EditRequest("pose", strength)]))
-    head, head_edit = synthesis.head(wplus), synthesis.head(wplus_edit)
-    plain = synthesis.tail(head.feat, head.rgb, wplus)
-    plain_edit = synthesis.tail(head_edit.feat, head_edit.rgb, wplus_edit)
+    held = run_steps(walk("warpres", {"image"}, {"wplus", "enc_feat", *cached_tensors("warpres"), "rgb"}),
+                     {"image": x}, run_stage(warpres))
+    wplus = held["wplus"]
+    held["wplus_edit"] = torch.from_numpy(directions.apply(wplus.numpy(), [EditRequest("pose", strength)]))
+    edited = run_steps(walk("warpres", held, {"flow", "rgb_edit"}), dict(held), run_stage(warpres))
+    # the original branch rendered as though it were the edited one: the inversion's tail alone
+    plain = _render(warpres, held | {"wplus_edit": wplus, "feat_edit": held["feat"], "rgb_edit": held["rgb"]},
+                    "inversion")
+    plain_edit = _render(warpres, edited, "inversion")
     flows = {}
     for teacher_size in TEACHER_SIZES:
         flows[f"DIS on the true renders at {teacher_size}"] = agreement(
@@ -166,8 +176,7 @@ def diagnose(models: dict[str, EditingModel], reader, directions: DirectionLibra
             _dis(plain, plain_edit, teacher_size), motions, size, still)
     flows[f"the same at {TEACHER_SIZES[-1]}, still where the images agree"] = agreement(
         _dis(plain, plain_edit, TEACHER_SIZES[-1], STILL_THRESHOLD), motions, size, still)
-    head_flow = warpres.branch.estimate_flow(head.tap_quarter, head.tap_half, head.feat,
-                                             head_edit.tap_quarter, head_edit.tap_half, head_edit.feat)
+    head_flow = edited["flow"]
     flows["WarpRes flow head"] = agreement(head_flow.numpy(), motions, size, still)
 
     detail = [np.logical_or.reduce([masks[region] for region in DETAIL_REGIONS]) for masks in edited_masks]
@@ -177,28 +186,26 @@ def diagnose(models: dict[str, EditingModel], reader, directions: DirectionLibra
         return EditScore(float(np.mean([masked_psnr(*pair) for pair in zip(ours, edited_images, detail, strict=True)])),
                          float(np.mean([psnr(a, b) for a, b in zip(ours, edited_images, strict=True)])))
 
-    residual = warpres.branch.encode_residual(enc_feat, head.feat)
-    oracle = torch.from_numpy(np.stack([true_flow(face, truth, size, head.feat.shape[-1])
+    oracle = torch.from_numpy(np.stack([true_flow(face, truth, size, held["feat"].shape[-1])
                                         for face, truth in zip(faces, truths, strict=True)]))
-    styleres_residual = styleres.branch.encode_residual(enc_feat, head.feat)
-    edits = {"E0 only": scored(plain_edit),
-             "StyleRes": scored(synthesis.tail(styleres.branch.fuse(styleres_residual, head_edit.feat),
-                                               head_edit.rgb, wplus_edit))}
+    # StyleRes shares E0 and G: its residual is computed from the same features
+    styleres_edit = {name: edited[name] for name in ("enc_feat", "feat", "feat_edit", "rgb_edit", "wplus_edit")}
+    edits = {"E0 only": scored(plain_edit), "StyleRes": scored(_render(styleres, styleres_edit, "styleres"))}
 
     def yaw(batch: np.ndarray) -> np.ndarray:
         return Reading.of(reader, batch).attribute("pose")
 
     generator_turn = float(np.mean(yaw(_uint8(plain_edit)) - yaw(_uint8(plain))))
     true_turn = float(np.mean(yaw(edited_images) - yaw(images)))
+    unflowed = {name: value for name, value in edited.items() if name != "flow"}
     for name, flow in (("WarpRes", head_flow), ("WarpRes without its flow", torch.zeros_like(head_flow)),
                        ("WarpRes with the true motion as its flow", oracle),
                        ("the same, scaled to the generator's turn", oracle * generator_turn / true_turn)):
-        edits[name] = scored(synthesis.tail(warpres.branch.fuse(residual, head_edit.feat, flow),
-                                            head_edit.rgb, wplus_edit))
+        edits[name] = scored(_render(warpres, unflowed | {"flow": flow}, "warpres"))
 
     plan = EditPlan.sample(EditConfig(probability=1.0), len(faces), warpres.generator.config.z_dim,
                            torch.Generator().manual_seed(0))
-    interpolated = synthesis(wplus + plan.step(wplus, warpres.generator.mapping))
+    interpolated = _render(warpres, {"wplus_edit": wplus + plan.step(wplus, warpres.generator.mapping)}, "inversion")
     interpolation_turns = np.abs(yaw(_uint8(interpolated)) - yaw(_uint8(plain)))
     return PoseDiagnosis(flows, edits, generator_turn, true_turn, interpolation_turns)
 
