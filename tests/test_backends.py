@@ -18,11 +18,12 @@ from conftest import tiny_editing_model
 from warpres.errors import BackendError
 from warpres.export import export_model, spec_for
 from warpres.models.subgraphs import stage_module
-from warpres.runtime.backends import BACKEND_NAMES, available, create_backend, nvidia_gpu_present
+from warpres.runtime.backends import BACKEND_NAMES, available, create_backend
 from warpres.runtime.backends import onnxruntime as ort_backend
 from warpres.runtime.backends import openvino as ov_backend
 from warpres.runtime.backends.onnxruntime import OnnxRuntimeBackend, execution_providers
 from warpres.runtime.backends.openvino import OpenVinoBackend, resolve_precision
+from warpres.runtime.tensorrt.gpu import nvidia_gpu_present
 from warpres.stages import ENCODER, RESIDUAL_ENCODER, SYNTHESIS_TAIL, open_model_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -390,7 +391,8 @@ def test_onnx_backends_run_without_torch_or_the_exporter(exported, tmp_path):
 import sys
 import numpy as np
 import warpres.runtime.backends.onnxruntime, warpres.runtime.backends.openvino
-import warpres.runtime.engine_file, warpres.runtime.gpu
+import warpres.runtime.tensorrt.availability, warpres.runtime.tensorrt.engine_file, warpres.runtime.tensorrt.gpu
+import warpres.runtime.tensorrt.device, warpres.runtime.tensorrt.backend
 assert "torch" not in sys.modules, "importing the backends imported torch"
 from warpres.runtime.backends import create_backend
 from warpres.stages import ENCODER, open_model_folder

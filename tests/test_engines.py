@@ -31,13 +31,12 @@ from warpres.export import export_model  # noqa: E402
 from warpres.export.engines import build_engine, build_features, build_model_engines  # noqa: E402
 from warpres.export.fp16 import FP32_OP_TYPES, compare_fp16, grid_math_nodes  # noqa: E402
 from warpres.export.validation import validation_activations  # noqa: E402
-from warpres.runtime.engine_file import (  # noqa: E402
+from warpres.runtime.tensorrt.availability import TensorRTInfo, import_tensorrt  # noqa: E402
+from warpres.runtime.tensorrt.engine_file import (  # noqa: E402
     EngineHeader,
     EngineTarget,
-    TensorRTInfo,
     check_engine_header,
     current_compute_capability,
-    import_tensorrt,
     read_engine_header,
 )
 from warpres.stages import ModelFolder, stages_for  # noqa: E402

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from warpres.runtime.gpu import CudaDevice, cuda_devices
+from warpres.runtime.tensorrt.gpu import CudaDevice, cuda_devices
 
 
 def test_without_a_gpu_the_report_is_empty_and_explains_why():

@@ -27,7 +27,7 @@ from warpres.export.plugin_graph import PLUGIN_DOMAIN, ReferenceRunner, plugin_n
 from warpres.models.editor import EditingModel
 from warpres.models.stylegan2 import SynthesisLayer, ToRGBLayer
 from warpres.models.subgraphs import stage_module
-from warpres.runtime.plugin_library import PLUGIN_LIBRARY_ENV
+from warpres.runtime.tensorrt.plugin_library import PLUGIN_LIBRARY_ENV
 from warpres.runtime.session import Session
 from warpres.stages import PLUGIN, ModelFolder, stage_feeds
 

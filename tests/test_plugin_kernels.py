@@ -233,7 +233,7 @@ def test_the_launchers_reject_bad_arguments_before_touching_the_gpu(kernels):
 @pytest.fixture(scope="session")
 def cuda_device():
     pytest.importorskip("cuda.bindings.runtime", reason="cuda-python not installed")
-    from warpres.runtime.gpu import cuda_devices
+    from warpres.runtime.tensorrt.gpu import cuda_devices
 
     report = cuda_devices()
     if not report.devices:
@@ -247,7 +247,7 @@ class DeviceArrays:
     def __init__(self) -> None:
         from cuda.bindings import runtime
 
-        from warpres.runtime.cuda import Stream, check
+        from warpres.runtime.tensorrt.cuda import Stream, check
 
         self._runtime, self._check = runtime, check
         self.stream = Stream()
@@ -347,7 +347,7 @@ def test_cuda_flow_warp_equals_pytorch(kernels, device_arrays, batch, channels, 
 @pytest.mark.gpu
 def test_cuda_modulated_conv_can_be_captured_into_a_cuda_graph(kernels, device_arrays):
     """No allocation or synchronisation inside the launcher: it records into a graph and replays."""
-    from warpres.runtime.cuda import capture
+    from warpres.runtime.tensorrt.cuda import capture
 
     x, weight, styles = _numpy(*_modulated_conv_inputs(6, 2, 4, 3, 6, 5, 3))
     expected = _torch_modulated_conv(*map(torch.from_numpy, (x, weight, styles)), up=2, demodulate=1)

@@ -25,12 +25,11 @@ pytest.importorskip("onnxruntime")
 
 from warpres.errors import BackendError  # noqa: E402
 from warpres.export import export_model, model_id  # noqa: E402
-from warpres.runtime import cuda, engine_file, selftest  # noqa: E402
-from warpres.runtime import gpu as gpu_module  # noqa: E402
-from warpres.runtime.backends import tensorrt as trt_backend  # noqa: E402
 from warpres.runtime.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
-from warpres.runtime.engine_file import EngineHeader, EngineTarget, encode_header, engine_path  # noqa: E402
-from warpres.runtime.gpu import CudaDevice, CudaReport  # noqa: E402
+from warpres.runtime.tensorrt import availability, cuda, engine_file, selftest  # noqa: E402
+from warpres.runtime.tensorrt import backend as trt_backend  # noqa: E402
+from warpres.runtime.tensorrt.engine_file import EngineHeader, EngineTarget, encode_header, engine_path  # noqa: E402
+from warpres.runtime.tensorrt.gpu import CudaDevice, CudaReport  # noqa: E402
 from warpres.runtime.session import Session  # noqa: E402
 from warpres.stages import MANIFEST_NAME, ModelFolder, open_model_folder  # noqa: E402
 
@@ -252,9 +251,9 @@ def gpu(folder, monkeypatch):
     monkeypatch.setattr(cuda, "_runtime", lambda: cudart)
     report = CudaReport((CudaDevice(0, "NVIDIA H100 (fake)", (9, 0), 80 << 30),), "13.0", "13.0", None)
     info = SimpleNamespace(flavour=FAKE_TRT.flavour, version=FAKE_TRT.version, major=11)
-    for module in (trt_backend, gpu_module, engine_file, selftest):  # every place that asks
-        monkeypatch.setattr(module, "cuda_devices", lambda: report, raising=False)
-        monkeypatch.setattr(module, "import_tensorrt", lambda: (trt, info), raising=False)
+    monkeypatch.setattr(availability, "cuda_devices", lambda: report)  # the one check every TensorRT path asks
+    monkeypatch.setattr(availability, "import_tensorrt", lambda: (trt, info))
+    monkeypatch.setattr(engine_file, "cuda_devices", lambda: report)  # the compute capability engines are built for
     write_engines(folder)
     return SimpleNamespace(cudart=cudart, trt=trt)
 
@@ -343,9 +342,9 @@ def test_engines_for_another_gpu_or_export_or_with_plugins_are_refused(gpu, fold
 
 
 def test_without_a_gpu_tensorrt_is_never_imported(folder, monkeypatch):
-    monkeypatch.setattr(trt_backend, "cuda_devices", lambda: CudaReport((), None, "13.0", "no usable CUDA device"))
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: pytest.fail("TensorRT imported without a GPU"))
-    with pytest.raises(BackendError, match="needs an NVIDIA GPU: no usable CUDA device"):
+    monkeypatch.setattr(availability, "cuda_devices", lambda: CudaReport((), None, "13.0", "no usable CUDA device"))
+    monkeypatch.setattr(availability, "import_tensorrt", lambda: pytest.fail("TensorRT imported without a GPU"))
+    with pytest.raises(BackendError, match=r"needs an NVIDIA GPU: no GPU \(no usable CUDA device\)"):
         trt_backend.TensorRTBackend(folder)
 
 
@@ -376,9 +375,10 @@ def test_selftest_fails_naming_the_stage_that_differs(gpu, folder, monkeypatch):
 
 
 def test_selftest_without_a_gpu_reports_it_and_fails(folder, monkeypatch):
-    monkeypatch.setattr(selftest, "cuda_devices", lambda: CudaReport((), None, None, "cuda-python is not installed"))
+    no_cuda = CudaReport((), None, None, "cuda-python is not installed")
+    monkeypatch.setattr(availability, "cuda_devices", lambda: no_cuda)
     report = selftest.run_selftest(folder.path, progress=False)
-    assert not report.passed and report.problems == ["no GPU: cuda-python is not installed"]
+    assert not report.passed and report.problems == ["no GPU (cuda-python is not installed)"]
 
 
 def test_selftest_with_the_pytorch_model_checks_every_stage_against_it_too(gpu, folder):

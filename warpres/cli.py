@@ -545,7 +545,7 @@ def build(model_dir: Path, precision: str | None, batch: str | None, profiles: s
 def selftest(model_dir: Path, precisions: tuple[str, ...], checkpoint: Path | None) -> None:
     """Build small TensorRT engines for MODEL_DIR on this GPU, run every stage and a full edit on them and
     compare with ONNX Runtime (and PyTorch, with --checkpoint); exit 1 on any failure."""
-    from warpres.runtime.selftest import run_selftest
+    from warpres.runtime.tensorrt.selftest import run_selftest
 
     reference_model = None
     if checkpoint is not None:
@@ -564,8 +564,9 @@ def doctor(model_dir: Path | None) -> None:
     """Report what this machine offers: GPU, driver, CUDA, TensorRT and the backends; with MODEL_DIR,
     also its TensorRT engines (who built them, for which GPU, embedded plugins) and whether they run here."""
     from warpres.runtime.backends import available
-    from warpres.runtime.engine_file import EngineTarget, import_tensorrt
-    from warpres.runtime.gpu import cuda_devices
+    from warpres.runtime.tensorrt.availability import import_tensorrt
+    from warpres.runtime.tensorrt.engine_file import EngineTarget
+    from warpres.runtime.tensorrt.gpu import cuda_devices
 
     cuda = cuda_devices()
     lines = [f"CUDA driver     {cuda.driver_version or 'none'}, runtime {cuda.runtime_version or 'none'}"]
@@ -592,8 +593,8 @@ def _plugin_report(running) -> str:
     whether it registers the ModulatedConv and FlowWarp creators."""
     import os
 
-    from warpres.runtime.engine_file import import_tensorrt
-    from warpres.runtime.plugin_library import (
+    from warpres.runtime.tensorrt.availability import import_tensorrt
+    from warpres.runtime.tensorrt.plugin_library import (
         PLUGIN_BUILD_HINT,
         PLUGIN_LIBRARY_ENV,
         PLUGIN_NAMES,
@@ -619,8 +620,7 @@ def _plugin_report(running) -> str:
 
 
 def _engine_report(model_dir: Path, running) -> list[str]:
-    from warpres.runtime.backends.tensorrt import check_engines
-    from warpres.runtime.engine_file import ENGINE_PRECISIONS, engine_path, read_engine_header
+    from warpres.runtime.tensorrt.engine_file import ENGINE_PRECISIONS, check_engines, engine_path, read_engine_header
     from warpres.stages import open_model_folder
 
     folder = open_model_folder(model_dir)

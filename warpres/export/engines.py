@@ -3,7 +3,7 @@
     from warpres.export.engines import build_model_engines
     paths = build_model_engines("exported/warpres-ffhq", precision="fp16")
 
-Engine files carry a header (`warpres.runtime.engine_file`) that lets the runtime refuse an
+Engine files carry a header (`warpres.runtime.tensorrt.engine_file`) that lets the runtime refuse an
 engine built by another TensorRT or for another GPU.
 
 A plugin-flavour folder (warpres.export.plugin_graph) builds against the warpres plugin library
@@ -34,17 +34,16 @@ from tqdm.auto import tqdm
 
 from warpres.errors import BackendError, ExportError
 from warpres.files import atomic_path, sha256_file
-from warpres.runtime.engine_file import (
+from warpres.runtime.tensorrt.availability import TensorRTInfo, import_tensorrt
+from warpres.runtime.tensorrt.engine_file import (
     ENGINE_DIR,
     ENGINE_PRECISIONS,
     EngineHeader,
     EngineTarget,
-    TensorRTInfo,
     encode_header,
     engine_path,
-    import_tensorrt,
 )
-from warpres.runtime.plugin_library import PLUGIN_BUILD_HINT, PLUGIN_LIBRARY_ENV, load_plugin_library
+from warpres.runtime.tensorrt.plugin_library import PLUGIN_BUILD_HINT, PLUGIN_LIBRARY_ENV, load_plugin_library
 from warpres.stages import PLUGIN, PORTABLE, open_model_folder
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import torch
 from onnx.defs import OpSchema
 
 from warpres.errors import ExportError
-from warpres.runtime.plugin_library import PLUGIN_NAMES, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from warpres.runtime.tensorrt.plugin_library import PLUGIN_NAMES, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 PLUGIN_DOMAIN = "warpres"
 PLUGIN_OPSET_VERSION = 1

@@ -3,7 +3,7 @@ the hardware (ARCHITECTURE §3).
 
 The session (stage order, chunking, the per-image cache, double buffering) is written once,
 against `Device`. A CPU backend runs behind `HostDevice`, whose tensors are numpy arrays; the
-TensorRT backend behind its CUDA device (`warpres.runtime.backends.tensorrt`), whose tensors stay
+TensorRT backend behind its CUDA device (`warpres.runtime.tensorrt.device`), whose tensors stay
 in GPU memory from stage to stage, so only images and W+ cross to the host.
 
 The contract every device keeps, and the session relies on:

@@ -110,21 +110,16 @@ def physical_cores() -> int:
 # -- what is usable here ----------------------------------------------------------------------
 
 def _tensorrt(folder: ModelFolder | None) -> Availability:
-    """A GPU first (never TensorRT without one), then an importable TensorRT, then built engines."""
-    from warpres.runtime.engine_file import import_tensorrt
-    from warpres.runtime.gpu import cuda_devices
+    """A GPU and an importable TensorRT (tensorrt_availability: never TensorRT without a GPU), then built engines."""
+    from warpres.runtime.tensorrt.availability import tensorrt_availability
 
-    report = cuda_devices()
-    if not report.devices:
-        return Availability(False, f"no GPU ({report.problem})")
-    try:
-        _, info = import_tensorrt()
-    except BackendError as exc:
-        return Availability(False, str(exc))
-    where = f"{info.flavour} {info.version} on {report.devices[0].name}"
+    status = tensorrt_availability()
+    if not status.usable:
+        return Availability(False, status.problem)
+    where = f"{status.info.flavour} {status.info.version} on {status.gpu.name}"
     if folder is None:
         return Availability(True, where)
-    from warpres.runtime.backends.tensorrt import built_precisions
+    from warpres.runtime.tensorrt.engine_file import built_precisions
 
     precisions = built_precisions(folder)
     if not precisions:
@@ -141,6 +136,8 @@ def _onnxruntime(device: str = "cpu") -> Availability:
         return Availability(False, str(exc))
     providers = ort.get_available_providers()
     if device == "cuda":
+        from warpres.runtime.tensorrt.gpu import nvidia_gpu_present
+
         if "CUDAExecutionProvider" not in providers:
             return Availability(False, f"no CUDAExecutionProvider (providers: {', '.join(providers)})")
         if not nvidia_gpu_present():
@@ -171,12 +168,6 @@ def _torch() -> Availability:
     return Availability(True, "PyTorch installed; Session creates it from a checkpoint")
 
 
-def nvidia_gpu_present() -> bool:
-    """Whether the NVIDIA driver exposes a GPU, asked of the kernel (no CUDA library loaded)."""
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return (gpus.is_dir() and any(gpus.iterdir())) or any(Path("/dev").glob("nvidia[0-9]*"))
-
-
 def available() -> dict[str, Availability]:
     """Each backend name (but "auto") -> whether it can run here, and why not."""
     cuda = _onnxruntime("cuda")
@@ -201,7 +192,7 @@ def _create(name: str, folder: ModelFolder, precision, options: dict) -> Backend
     if name == "tensorrt":
         if isinstance(precision, Mapping) or precision not in _TENSORRT_PRECISION:
             raise BackendError(f"tensorrt runs fp16 or fp32 engines (one precision for all stages); got {precision!r}")
-        from warpres.runtime.backends.tensorrt import TensorRTBackend
+        from warpres.runtime.tensorrt.backend import TensorRTBackend
 
         return TensorRTBackend(folder, precision=_TENSORRT_PRECISION[precision], **options)
     if name == "onnxruntime":

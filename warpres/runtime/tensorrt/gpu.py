@@ -1,13 +1,15 @@
 """What CUDA can see here, asked through cuda-python before anything touches TensorRT.
 
 Creating a TensorRT Runtime on a machine without a usable GPU returns an object that crashes
-the process later (see the toolchain notes), so every TensorRT path calls `cuda_devices()`
-first and proceeds only when it lists a device.
+the process later (see the toolchain notes), so every TensorRT path asks
+`warpres.runtime.tensorrt.availability.tensorrt_availability`, which lists the devices here first.
+`nvidia_gpu_present` asks the kernel only, for ONNX Runtime's CUDA provider.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,9 @@ def cuda_devices() -> CudaReport:
             devices.append(CudaDevice(index, name.rstrip("\x00"), (props.major, props.minor), props.totalGlobalMem))
     problem = None if devices else "CUDA reports no devices"
     return CudaReport(tuple(devices), driver_version, runtime_version, problem)
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether the NVIDIA driver exposes a GPU, asked of the kernel (no CUDA library loaded)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or any(Path("/dev").glob("nvidia[0-9]*"))

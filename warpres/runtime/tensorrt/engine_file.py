@@ -1,4 +1,4 @@
-"""TensorRT engine files as warpres writes them: the TensorRT module, the header, the checks.
+"""TensorRT engine files as warpres writes them: the header, the checks, a model folder's engines.
 
 An engine file is `MAGIC` + uint32 little-endian header length + the header as UTF-8 JSON
 (`EngineHeader`) + TensorRT's serialized plan. A plan only runs on the TensorRT version that built
@@ -9,54 +9,27 @@ runtime reads them without importing the exporter or torch.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import warpres
 from warpres.errors import BackendError
-from warpres.runtime.gpu import cuda_devices
+from warpres.runtime.tensorrt.availability import TensorRTInfo
+from warpres.runtime.tensorrt.gpu import cuda_devices
+from warpres.stages import ModelFolder
 
 ENGINE_DIR = "engines"
 MAGIC = b"WARPRES-TRT\x00"
 _LENGTH = struct.Struct("<I")
 HEADER_FORMAT_VERSION = 1
 
-_INSTALL_HINT = ("pip install tensorrt-cu13 (TensorRT, needs an NVIDIA GPU to build) or "
-                 "pip install 'warpres[tensorrt-test]' (TensorRT-RTX, builds without a GPU)")
-
-
-@dataclass(frozen=True)
-class TensorRTInfo:
-    """Which TensorRT is importable: flavour "tensorrt" | "tensorrt-rtx", version "10.16.1.11", major 10."""
-
-    flavour: str
-    version: str
-    major: int
-
-
-def import_tensorrt() -> tuple[ModuleType, TensorRTInfo]:
-    """The TensorRT module (`tensorrt`, else `tensorrt_rtx`) and what it is.
-    Raises BackendError with the pip command when neither imports."""
-    failures = []
-    for module_name, flavour in (("tensorrt", "tensorrt"), ("tensorrt_rtx", "tensorrt-rtx")):
-        try:
-            trt = importlib.import_module(module_name)
-        except ImportError as exc:  # also the shim whose libraries are missing (libnvonnxparser.so.11)
-            failures.append(f"{module_name}: {exc}")
-            continue
-        return trt, TensorRTInfo(flavour, trt.__version__, int(trt.__version__.split(".")[0]))
-    raise BackendError(f"TensorRT is not importable ({'; '.join(failures)}); {_INSTALL_HINT}")
-
-
 def current_compute_capability() -> str | None:
     """The compute capability the builder tunes for, "sm_89" style: CUDA device 0 (the device a
-    fresh process builds on), or None without a usable GPU. Asks cuda-python (warpres.runtime.gpu),
+    fresh process builds on), or None without a usable GPU. Asks cuda-python (warpres.runtime.tensorrt.gpu),
     never TensorRT."""
     devices = cuda_devices().devices
     return devices[0].sm if devices else None
@@ -162,3 +135,33 @@ def check_engine_header(header: EngineHeader, running: EngineTarget, path: str |
     else:
         return
     raise BackendError(f"{path}: the {header.stage} engine {reason}; rebuild the engines with `warpres build`")
+
+
+def built_precisions(folder: ModelFolder) -> list[str]:
+    """The precisions with an engine for every stage, fp16 first."""
+    return [precision for precision in ENGINE_PRECISIONS
+            if all(engine_path(folder.path, stage.name, precision).is_file() for stage in folder.manifest.stages)]
+
+
+def check_engines(folder: ModelFolder, precision: str, running: EngineTarget, *,
+                  allow_embedded_plugins: bool = False) -> dict[str, tuple[EngineHeader, int]]:
+    """Each stage's engine header and plan offset, after refusing what cannot run: a missing
+    engine, another TensorRT or GPU, another export (source hash), embedded plugin libraries
+    without the opt-in. Reads headers only; TensorRT is not touched."""
+    checked = {}
+    for stage in folder.manifest.stages:
+        path = engine_path(folder.path, stage.name, precision)
+        if not path.is_file():
+            raise BackendError(f"{path}: no {precision} engine for stage {stage.name}; "
+                               f"build them with `warpres build {folder.path} --precision {precision}`")
+        header, offset = read_engine_header(path)
+        check_engine_header(header, running, path)
+        if header.source_sha256 != folder.manifest.graphs[stage.name].sha256:
+            raise BackendError(f"{path}: built from another export of {stage.name} (source hash differs); "
+                               f"rebuild the engines with `warpres build {folder.path}`")
+        if header.embedded_plugins and not allow_embedded_plugins:
+            raise BackendError(f"{path}: the engine embeds plugin libraries ({', '.join(header.embedded_plugins)}), "
+                               f"which run as native code when it loads; pass allow_embedded_plugins=True "
+                               f"(--allow-embedded-plugins) only for engines you built yourself")
+        checked[stage.name] = (header, offset)
+    return checked

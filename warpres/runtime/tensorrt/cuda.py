@@ -3,7 +3,7 @@ as small owning objects: streams, events, device and pinned host buffers.
 
 cuda-python returns `(error, *values)` from every call; `check` turns a failure into a
 BackendError naming the call, so no error code is ever dropped. Nothing here runs without an
-NVIDIA driver; `warpres.runtime.gpu.cuda_devices` is asked first.
+NVIDIA driver; `warpres.runtime.tensorrt.gpu.cuda_devices` is asked first.
 """
 
 from __future__ import annotations

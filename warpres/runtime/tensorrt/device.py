@@ -1,6 +1,4 @@
-"""The TensorRT backend: the engines `warpres build` wrote, run on one GPU through cuda-python.
-
-    session = Session("exported/warpres-ffhq", backend="tensorrt")          # fp16 engines if built
+"""The TensorRT backend's device: the engines `warpres build` wrote, run on one GPU through cuda-python.
 
 `TensorRTDevice` is the session's device (warpres.runtime.device): each pipeline owns a
 non-blocking stream, one execution context per (stage, optimization profile) sharing the
@@ -11,10 +9,9 @@ run of a (stage, shapes, addresses) binding, its `execute_async_v3` is captured 
 and replayed, falling back to plain enqueues when capture fails. Cache entries are stream-ordered
 allocations with a ready event, so another pipeline waits for them on the GPU, not the host.
 
-Before anything touches TensorRT: a GPU must be visible to CUDA (a TensorRT Runtime made without
-one crashes the process later), every engine's header must match this TensorRT and this GPU, and
-its source hash the exported graph; engines that embed plugin libraries (host code) are refused
-unless the user opts in.
+Before anything touches TensorRT: a GPU must be visible to CUDA (`tensorrt_availability`), every
+engine's header must match this TensorRT and this GPU, and its source hash the exported graph;
+engines that embed plugin libraries (host code) are refused unless the user opts in.
 """
 
 from __future__ import annotations
@@ -28,52 +25,20 @@ from typing import Any
 import numpy as np
 
 from warpres.errors import BackendError
-from warpres.runtime import cuda
-from warpres.runtime.engine_file import (
+from warpres.runtime.tensorrt import cuda
+from warpres.runtime.tensorrt.availability import tensorrt_availability
+from warpres.runtime.tensorrt.engine_file import (
     ENGINE_PRECISIONS,
-    EngineHeader,
     EngineTarget,
-    check_engine_header,
+    built_precisions,
+    check_engines,
     engine_path,
-    import_tensorrt,
-    read_engine_header,
 )
-from warpres.runtime.gpu import cuda_devices
 from warpres.stages import ModelFolder, Stage
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PIPELINES = 2
-
-
-def built_precisions(folder: ModelFolder) -> list[str]:
-    """The precisions with an engine for every stage, fp16 first."""
-    return [precision for precision in ENGINE_PRECISIONS
-            if all(engine_path(folder.path, stage.name, precision).is_file() for stage in folder.manifest.stages)]
-
-
-def check_engines(folder: ModelFolder, precision: str, running: EngineTarget, *,
-                  allow_embedded_plugins: bool = False) -> dict[str, tuple[EngineHeader, int]]:
-    """Each stage's engine header and plan offset, after refusing what cannot run: a missing
-    engine, another TensorRT or GPU, another export (source hash), embedded plugin libraries
-    without the opt-in. Reads headers only; TensorRT is not touched."""
-    checked = {}
-    for stage in folder.manifest.stages:
-        path = engine_path(folder.path, stage.name, precision)
-        if not path.is_file():
-            raise BackendError(f"{path}: no {precision} engine for stage {stage.name}; "
-                               f"build them with `warpres build {folder.path} --precision {precision}`")
-        header, offset = read_engine_header(path)
-        check_engine_header(header, running, path)
-        if header.source_sha256 != folder.manifest.graphs[stage.name].sha256:
-            raise BackendError(f"{path}: built from another export of {stage.name} (source hash differs); "
-                               f"rebuild the engines with `warpres build {folder.path}`")
-        if header.embedded_plugins and not allow_embedded_plugins:
-            raise BackendError(f"{path}: the engine embeds plugin libraries ({', '.join(header.embedded_plugins)}), "
-                               f"which run as native code when it loads; pass allow_embedded_plugins=True "
-                               f"(--allow-embedded-plugins) only for engines you built yourself")
-        checked[stage.name] = (header, offset)
-    return checked
 
 
 @dataclass(eq=False)
@@ -130,16 +95,17 @@ class TensorRTDevice:
     def __init__(self, folder: ModelFolder, *, precision: str | None = None, device_index: int = 0,
                  pipelines: int = DEFAULT_PIPELINES, cuda_graphs: bool = True,
                  allow_embedded_plugins: bool = False) -> None:
-        report = cuda_devices()  # before TensorRT: see the module docstring
-        if len(report.devices) <= device_index:
-            raise BackendError(f"TensorRT needs an NVIDIA GPU: {report.problem or f'no CUDA device {device_index}'}")
-        trt, info = import_tensorrt()
+        status = tensorrt_availability(device_index)  # before TensorRT: see the module docstring
+        if status.gpu is None:
+            raise BackendError(f"TensorRT needs an NVIDIA GPU: {status.problem}")
+        if not status.usable:
+            raise BackendError(status.problem)
+        trt, info, gpu = status.module, status.info, status.gpu
         precision = precision or next(iter(built_precisions(folder)), None)
         if precision not in ENGINE_PRECISIONS:
             raise BackendError(f"{folder.path}: no complete set of engines (precision {precision!r}); "
                                f"build them with `warpres build {folder.path}`")
         cuda.set_device(device_index)
-        gpu = report.devices[device_index]
         running = EngineTarget(info.flavour, info.version, None if info.flavour == "tensorrt-rtx" else gpu.sm)
         headers = check_engines(folder, precision, running, allow_embedded_plugins=allow_embedded_plugins)
 
@@ -316,21 +282,3 @@ def _check_io(engine: Any, stage: Stage, trt: Any) -> None:
         if engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
             raise BackendError(f"the {stage.name} engine's {name} is {engine.get_tensor_dtype(name)}, not float32; "
                                f"rebuild the engines with `warpres build`")
-
-
-class TensorRTBackend:
-    """The backend object the registry returns: `device_layer` is what the session runs on;
-    `run` is one stage on host arrays (upload, run, download), for checks such as `selftest`."""
-
-    def __init__(self, folder: ModelFolder, **options: Any) -> None:
-        self.device_layer = TensorRTDevice(folder, **options)
-        self.name = self.device_layer.name
-        self.folder = folder
-
-    def run(self, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        device = self.device_layer
-        tensors = {name: device.upload(np.asarray(array, dtype=np.float32), f"{stage.name}.{name}", 0)
-                   for name, array in feeds.items()}
-        outputs = device.run(stage, tensors, 0)
-        pending = {name: device.download(tensor, f"{stage.name}.{name}", 0) for name, tensor in outputs.items()}
-        return {name: download.result() for name, download in pending.items()}

@@ -31,8 +31,8 @@ from warpres.benchmark import fixed_latent_shift, psnr, synthetic_images
 from warpres.errors import WarpresError
 from warpres.images import to_uint8
 from warpres.runtime.device import HostDevice
-from warpres.runtime.engine_file import ENGINE_DIR, import_tensorrt
-from warpres.runtime.gpu import cuda_devices
+from warpres.runtime.tensorrt.availability import tensorrt_availability
+from warpres.runtime.tensorrt.engine_file import ENGINE_DIR
 from warpres.stages import PORTABLE, Stage, open_model_folder
 
 STAGE_TOLERANCE = {"fp32": 5e-3, "fp16": 5e-2}
@@ -128,14 +128,9 @@ def run_selftest(model_dir: str | Path, *, precisions: Sequence[str] = ("fp32", 
     from warpres.runtime.session import Session
 
     report = SelftestReport()
-    gpus = cuda_devices()
-    if not gpus.devices:
-        report.problems.append(f"no GPU: {gpus.problem}")
-        return report
-    try:
-        import_tensorrt()
-    except WarpresError as exc:
-        report.problems.append(str(exc))
+    status = tensorrt_availability()
+    if not status.usable:
+        report.problems.append(status.problem)
         return report
     if build is None:
         from warpres.export.engines import build_model_engines as build
