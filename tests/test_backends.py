@@ -18,11 +18,12 @@ from conftest import tiny_editing_model
 from warpres.errors import BackendError
 from warpres.export import export_model, spec_for
 from warpres.models.subgraphs import stage_module
-from warpres.runtime.backends import BACKEND_NAMES, available, create_backend
+from warpres.runtime.backends import BACKEND_NAMES, available, create_backend, load_stage_graph
 from warpres.runtime.backends import onnxruntime as ort_backend
 from warpres.runtime.backends import openvino as ov_backend
 from warpres.runtime.backends.onnxruntime import OnnxRuntimeBackend, execution_providers
 from warpres.runtime.backends.openvino import OpenVinoBackend, resolve_precision
+from warpres.runtime.device import HostDevice
 from warpres.runtime.tensorrt.gpu import nvidia_gpu_present
 from warpres.stages import ENCODER, RESIDUAL_ENCODER, SYNTHESIS_TAIL, open_model_folder
 
@@ -381,6 +382,24 @@ def test_missing_graph_raises_naming_the_file(exported, tmp_path, kind):
     (folder / ENCODER.filename).unlink()
     with pytest.raises(BackendError, match=re.escape(f"{folder / ENCODER.filename}: missing")):
         KINDS[kind](opened, tmp_path / "cache").warm_up()
+
+
+def test_a_graph_whose_names_differ_from_the_stage_table_is_refused(exported):
+    _, folder = exported("styleres")
+
+    def renamed(path):
+        return None, ["img"], ["wplus", "enc_feat"]
+
+    with pytest.raises(BackendError, match=r"graph maps \['img'\].*stage encoder needs \['image'\].*re-export"):
+        load_stage_graph(folder, ENCODER, renamed)
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino-f32"])
+def test_an_onnx_backend_hands_the_session_a_host_device(exported, tmp_path, kind):
+    _, folder = exported("styleres")
+    backend = KINDS[kind](folder, tmp_path / "cache")
+    device = backend.as_device()
+    assert isinstance(device, HostDevice) and device.backend is backend and device.pipelines == 1
 
 
 # -- deployability ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from warpres.errors import BackendError, EditError, ImageError, WarpresError
 from warpres.files import cache_root
 from warpres.images import to_model_input, to_uint8
 from warpres.runtime.backends.base import Backend
-from warpres.runtime.device import Device, HostDevice, Pending, Tensor
+from warpres.runtime.device import Device, Pending, Tensor
 from warpres.stages import (
     ENCODER,
     OUTPUT,
@@ -190,8 +190,7 @@ class Session:
         self._keys = itertools.count()
         self.backend, self.info, own_directions, self.backend_reason = _open(model, backend, precision, export_cache,
                                                                              dict(backend_options or {}))
-        # the TensorRT backend keeps tensors on the GPU; a CPU backend's live on the host
-        self.device: Device = getattr(self.backend, "device_layer", None) or HostDevice(self.backend)
+        self.device: Device = self.backend.as_device()
         self.directions = _merge_directions(own_directions, directions)
         # the dataflow walks of this family: encode (image -> W+), the rest of an inversion (W+ ->
         # the cache), an evicted entry's recomputation (image + the handle's W+ -> the cache), an edit

@@ -1,5 +1,5 @@
-"""Which backend runs an exported model folder: the registry, `auto` selection and the feed
-checks the ONNX backends share (ARCHITECTURE §3).
+"""Which backend runs an exported model folder: the registry, `auto` selection and what the ONNX
+backends share: loading a stage's graph and checking feeds (ARCHITECTURE §3).
 
 `create_backend("auto", folder)` tries, in order: TensorRT engines (`warpres build`) on a GPU,
 ONNX Runtime with the CUDA provider where a GPU exists, OpenVINO on the CPU, ONNX Runtime on the
@@ -18,9 +18,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -48,7 +48,10 @@ class BackendChoice(NamedTuple):
     """One line for the user: "auto picked openvino (bf16, CPU): ..." or "requested"."""
 
 
-# -- feeds ------------------------------------------------------------------------------------
+Graph = TypeVar("Graph")
+
+
+# -- graphs and feeds -------------------------------------------------------------------------
 
 def import_package(module: str, install: str):
     """Import a backend's package lazily; a missing one is a BackendError saying what to install."""
@@ -56,6 +59,22 @@ def import_package(module: str, install: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise BackendError(f"{install} ({exc})") from None
+
+
+def load_stage_graph(folder: ModelFolder, stage: Stage,
+                     load: Callable[[Path], tuple[Graph, Sequence[str], Sequence[str]]]) -> Graph:
+    """A stage's graph of the model folder as one ONNX backend holds it. `load(path)` returns the
+    loaded graph with its input and output names (raising BackendError when the runtime cannot
+    load the file); a missing file, or inputs other than the stage's, or outputs lacking one of the
+    stage's, are a BackendError naming the file and telling the user to re-export."""
+    path = folder.graph_path(stage)
+    if not path.is_file():
+        raise BackendError(f"{path}: missing ({stage.name} graph of {folder.path}); re-export the model")
+    graph, inputs, outputs = load(path)
+    if sorted(inputs) != sorted(stage.inputs) or not set(stage.outputs) <= set(outputs):
+        raise BackendError(f"{path}: graph maps {list(inputs)} -> {list(outputs)}; stage {stage.name} needs "
+                           f"{list(stage.inputs)} -> {list(stage.outputs)}; re-export the model")
+    return graph
 
 
 def check_feeds(folder: ModelFolder, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

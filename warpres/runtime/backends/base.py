@@ -1,18 +1,22 @@
-"""What every backend implements: run one stage on named numpy arrays (ARCHITECTURE §3).
+"""What every backend implements: run one stage on named numpy arrays, and hand the session the
+Device it runs stages on (ARCHITECTURE §3).
 
 The runtime owns the stage graph, batching and the cache; a backend only runs a stage. Arrays
-cross the boundary as C-contiguous float32 numpy arrays, batch first, named as in
-warpres.stages.
+cross `run` as C-contiguous float32 numpy arrays, batch first, named as in warpres.stages. A CPU
+backend's device is a `HostDevice` over `run`; the TensorRT backend's keeps tensors on the GPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from warpres.stages import Stage
+
+if TYPE_CHECKING:  # warpres.runtime.device builds on this protocol
+    from warpres.runtime.device import Device
 
 
 class Backend(Protocol):
@@ -21,4 +25,8 @@ class Backend(Protocol):
 
     def run(self, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs named by `stage.inputs` -> outputs named by `stage.outputs`, same batch."""
+        ...
+
+    def as_device(self) -> Device:
+        """The Device the session runs this backend's stages on."""
         ...

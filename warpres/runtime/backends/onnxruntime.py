@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from warpres.errors import BackendError
-from warpres.runtime.backends import check_feeds, import_package, physical_cores
+from warpres.runtime.device import HostDevice
+from warpres.runtime.backends import check_feeds, import_package, load_stage_graph, physical_cores
 from warpres.stages import ModelFolder, Stage
 
 PACKAGE = "onnxruntime"
@@ -51,6 +52,10 @@ class OnnxRuntimeBackend:
         self.threads = threads or physical_cores()
         self.name = f"onnxruntime ({device.upper()}, fp32)"
         self._sessions: dict[str, object] = {}
+
+    def as_device(self) -> HostDevice:
+        """Host arrays, stages in order (warpres.runtime.device)."""
+        return HostDevice(self)
 
     def warm_up(self, stages: Iterable[Stage] | None = None) -> None:
         """Create the sessions now (all stages by default) instead of on first use."""
@@ -93,20 +98,17 @@ class OnnxRuntimeBackend:
         session = self._sessions.get(stage.name)
         if session is not None:
             return session
-        path = self.folder.graph_path(stage)
-        if not path.is_file():
-            raise BackendError(f"{path}: missing ({stage.name} graph of {self.folder.path}); re-export the model")
-        try:
-            session = self._ort.InferenceSession(str(path), sess_options=self._options(), providers=self._providers)
-        except Exception as exc:  # InvalidProtobuf, Fail, NotImplemented, ...: all mean the file is unusable
-            raise BackendError(f"{path}: ONNX Runtime cannot load the {stage.name} graph ({_first_line(exc)}); "
-                               f"re-export the model") from None
-        inputs = [node.name for node in session.get_inputs()]
-        outputs = [node.name for node in session.get_outputs()]
-        if sorted(inputs) != sorted(stage.inputs) or not set(stage.outputs) <= set(outputs):
-            raise BackendError(f"{path}: graph maps {inputs} -> {outputs}; stage {stage.name} needs "
-                               f"{list(stage.inputs)} -> {list(stage.outputs)}")
-        self._sessions[stage.name] = session
+
+        def load(path):
+            try:
+                session = self._ort.InferenceSession(str(path), sess_options=self._options(),
+                                                     providers=self._providers)
+            except Exception as exc:  # InvalidProtobuf, Fail, NotImplemented, ...: all mean the file is unusable
+                raise BackendError(f"{path}: ONNX Runtime cannot load the {stage.name} graph ({_first_line(exc)}); "
+                                   f"re-export the model") from None
+            return session, [node.name for node in session.get_inputs()], [node.name for node in session.get_outputs()]
+
+        session = self._sessions[stage.name] = load_stage_graph(self.folder, stage, load)
         return session
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from warpres.errors import BackendError
+from warpres.runtime.device import HostDevice
 from warpres.files import cache_root
-from warpres.runtime.backends import check_feeds, import_package
+from warpres.runtime.backends import check_feeds, import_package, load_stage_graph
 from warpres.stages import ModelFolder, Stage
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,10 @@ class OpenVinoBackend:
             return None
         return path
 
+    def as_device(self) -> HostDevice:
+        """Host arrays, stages in order (warpres.runtime.device)."""
+        return HostDevice(self)
+
     def warm_up(self, stages: Iterable[Stage] | None = None) -> None:
         """Compile now (all stages by default) instead of on first use."""
         for stage in stages if stages is not None else self.folder.manifest.stages:
@@ -150,24 +155,23 @@ class OpenVinoBackend:
         entry = self._compiled.get(stage.name)
         if entry is not None:
             return entry[1]
-        path = self.folder.graph_path(stage)
-        if not path.is_file():
-            raise BackendError(f"{path}: missing ({stage.name} graph of {self.folder.path}); re-export the model")
-        try:
-            # The ONNX frontend directly: read_model would also try every other frontend on a bad file.
-            frontend = self._ov.frontend.FrontEndManager().load_by_framework("onnx")
-            model = frontend.convert(frontend.load(str(path)))
-        except Exception as exc:
-            raise BackendError(f"{path}: OpenVINO cannot read the {stage.name} graph ({_last_line(exc)}); "
-                               f"re-export the model") from None
-        inputs = [port.get_any_name() for port in model.inputs]
-        outputs = [name for port in model.outputs for name in port.get_names()]
-        if sorted(inputs) != sorted(stage.inputs) or not set(stage.outputs) <= set(outputs):
-            raise BackendError(f"{path}: graph maps {inputs} -> {outputs}; stage {stage.name} needs "
-                               f"{list(stage.inputs)} -> {list(stage.outputs)}")
+
+        def load(path):
+            try:
+                # The ONNX frontend directly: read_model would also try every other frontend on a bad file.
+                frontend = self._ov.frontend.FrontEndManager().load_by_framework("onnx")
+                model = frontend.convert(frontend.load(str(path)))
+            except Exception as exc:
+                raise BackendError(f"{path}: OpenVINO cannot read the {stage.name} graph ({_last_line(exc)}); "
+                                   f"re-export the model") from None
+            return (model, [port.get_any_name() for port in model.inputs],
+                    [name for port in model.outputs for name in port.get_names()])
+
+        model = load_stage_graph(self.folder, stage, load)
         try:
             compiled = self._core.compile_model(model, "CPU", self._config(self.precisions[stage.name]))
         except Exception as exc:
+            path = self.folder.graph_path(stage)
             raise BackendError(f"{path}: OpenVINO cannot compile the {stage.name} graph ({_last_line(exc)})") from None
         request = compiled.create_infer_request()
         self._compiled[stage.name] = (compiled, request)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from warpres.errors import BackendError
+from warpres.runtime.device import HostDevice
 from warpres.stages import Stage, stages_for
 
 PRECISIONS = ("f32", "bf16")
@@ -38,6 +39,10 @@ class TorchBackend:
         model.eval()
         self._modules = {stage.name: stage_module(model, stage) for stage in stages_for(model.family)}
         self.name = f"torch ({precision}, {self.device.type.upper()})"
+
+    def as_device(self) -> HostDevice:
+        """Host arrays, stages in order (warpres.runtime.device)."""
+        return HostDevice(self)
 
     def run(self, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch

@@ -16,16 +16,19 @@ from warpres.stages import ModelFolder, Stage
 
 
 class TensorRTBackend:
-    """The backend object the registry returns: `device_layer` is what the session runs on;
+    """The backend object the registry returns: `as_device()` is the CUDA device the session runs on;
     `run` is one stage on host arrays (upload, run, download), for checks such as `selftest`."""
 
     def __init__(self, folder: ModelFolder, **options: Any) -> None:
-        self.device_layer = TensorRTDevice(folder, **options)
-        self.name = self.device_layer.name
+        self._device = TensorRTDevice(folder, **options)
+        self.name = self._device.name
         self.folder = folder
 
+    def as_device(self) -> TensorRTDevice:
+        return self._device
+
     def run(self, stage: Stage, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        device = self.device_layer
+        device = self._device
         tensors = {name: device.upload(np.asarray(array, dtype=np.float32), f"{stage.name}.{name}", 0)
                    for name, array in feeds.items()}
         outputs = device.run(stage, tensors, 0)
