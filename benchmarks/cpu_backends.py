@@ -35,7 +35,7 @@ from warpres.runtime.video import open_source, run_video
 
 # The latest run; runs cited in the README are kept under their own names beside it.
 RESULTS = Path(__file__).with_name("results") / "cpu_backends.md"
-CANDIDATES = [("torch", "bf16"), ("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")]
+CANDIDATES = [("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("onnxruntime", "fp32")]
 # Batches above this run in chunks, so FFHQ-1024 activations (B x 64 x 1024^2 floats) fit in 24 GB.
 FFHQ_CHUNK = 4
 
@@ -69,7 +69,7 @@ def bench_arch(arch: str, batches: list[int], iterations: int, work: Path) -> tu
     export_seconds = time.perf_counter() - start
     info_size, dim = model.encoder.config.input_size, model.generator.config.w_dim
     edit = fixed_latent_shift(dim)
-    sessions = [Session(model, "torch", precision="f32", max_batch=chunk)]
+    sessions = [Session(model, "torch", precision="fp32", max_batch=chunk)]
     sessions += [Session(model, "torch", precision=p, max_batch=chunk) if b == "torch"
                  else Session(folder.path, b, precision=p, max_batch=chunk) for b, p in CANDIDATES]
     rows, reference = [], {}

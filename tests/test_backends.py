@@ -30,7 +30,7 @@ from warpres.stages import ENCODER, RESIDUAL_ENCODER, SYNTHESIS_TAIL, open_model
 REPO = Path(__file__).resolve().parents[1]
 
 # An output passes when max |backend - torch| <= ATOL + RTOL * max |torch|.
-# f32: the same float32 graph, only summation order and kernels differ (ORT / oneDNN vs ATen);
+# fp32: the same float32 graph, only summation order and kernels differ (ORT / oneDNN vs ATen);
 # measured <= 1.1e-6 relative on these models, so 1e-5 keeps a 10x margin and still catches
 # any wrong op, which shows at 1e-2 or more.
 F32 = (1e-6, 1e-5)
@@ -43,7 +43,7 @@ BF16_MEAN = 1e-2
 
 KINDS = {
     "onnxruntime": lambda folder, cache: OnnxRuntimeBackend(folder),
-    "openvino-f32": lambda folder, cache: OpenVinoBackend(folder, precision="f32", cache_dir=cache),
+    "openvino-fp32": lambda folder, cache: OpenVinoBackend(folder, precision="fp32", cache_dir=cache),
     "openvino-bf16": lambda folder, cache: OpenVinoBackend(folder, precision="bf16", cache_dir=cache),
 }
 
@@ -112,14 +112,14 @@ def test_every_stage_matches_the_pytorch_stage_module(exported, ov_cache, family
                               mean_rtol)
 
 
-def test_openvino_precision_per_stage_keeps_named_stages_in_f32(exported, ov_cache):
+def test_openvino_precision_per_stage_keeps_named_stages_in_fp32(exported, ov_cache):
     if "BF16" not in ov_backend.cpu_capabilities(ov_backend.import_openvino().Core()):
-        pytest.skip("this CPU has no BF16: every stage runs in f32")
+        pytest.skip("this CPU has no BF16: every stage runs in fp32")
     model, folder = exported("styleres")
-    backend = OpenVinoBackend(folder, precision={"synthesis_tail": "f32"}, cache_dir=ov_cache)
-    assert backend.name == "openvino (bf16, f32: synthesis_tail, CPU)"
+    backend = OpenVinoBackend(folder, precision={"synthesis_tail": "fp32"}, cache_dir=ov_cache)
+    assert backend.name == "openvino (bf16, fp32: synthesis_tail, CPU)"
     feeds, want = _stage_case(model, SYNTHESIS_TAIL, 2)
-    _assert_close(backend.run(SYNTHESIS_TAIL, feeds)["image"], want["image"], F32, "f32 tail")
+    _assert_close(backend.run(SYNTHESIS_TAIL, feeds)["image"], want["image"], F32, "fp32 tail")
 
 
 def test_openvino_bf16_really_runs_in_bf16(exported, ov_cache):
@@ -133,7 +133,7 @@ def test_openvino_bf16_really_runs_in_bf16(exported, ov_cache):
 
 def test_openvino_outputs_are_copies_not_views_of_reused_buffers(exported, ov_cache):
     model, folder = exported("styleres")
-    backend = OpenVinoBackend(folder, precision="f32", cache_dir=ov_cache)
+    backend = OpenVinoBackend(folder, precision="fp32", cache_dir=ov_cache)
     first_feeds, _ = _stage_case(model, ENCODER, 2, seed=1)
     second_feeds, _ = _stage_case(model, ENCODER, 2, seed=2)
     first = backend.run(ENCODER, first_feeds)
@@ -165,7 +165,7 @@ def _bad_feeds(feeds: dict[str, np.ndarray], fault: str) -> tuple[dict[str, np.n
 
 
 @pytest.mark.parametrize("fault", ["missing", "unexpected", "float64", "rank", "channels", "batch"])
-@pytest.mark.parametrize("kind", ["onnxruntime", "openvino-f32"])
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino-fp32"])
 def test_bad_feed_raises_naming_the_tensor(exported, ov_cache, kind, fault):
     model, folder = exported("styleres")
     feeds, _ = _stage_case(model, RESIDUAL_ENCODER, 2)
@@ -236,7 +236,7 @@ def test_auto_without_any_backend_says_what_to_install(exported, monkeypatch):
 def test_auto_skips_onnxruntime_for_bf16(exported, monkeypatch):
     monkeypatch.setattr(ov_backend, "PACKAGE", "not_installed_here")
     _, folder = exported("styleres")
-    with pytest.raises(BackendError, match="onnxruntime CPU: runs f32 only"):
+    with pytest.raises(BackendError, match="onnxruntime CPU: onnxruntime runs fp32, not bf16"):
         create_backend("auto", folder, precision="bf16")
 
 
@@ -244,7 +244,10 @@ def test_auto_skips_onnxruntime_for_bf16(exported, monkeypatch):
     ("torch", {}, "created by warpres.runtime.session.Session"),
     ("tensorrt", {}, "tensorrt is not available: no (GPU|engines)"),
     ("tflite", {}, "unknown backend 'tflite'"),
-    ("onnxruntime", {"precision": "bf16"}, "f32 only"),
+    ("onnxruntime", {"precision": "bf16"}, "^onnxruntime runs fp32, not bf16$"),
+    ("tensorrt", {"precision": "bf16"}, "^tensorrt runs fp32 or fp16, not bf16$"),  # refused before looking for a GPU
+    ("openvino", {"precision": "fp16"}, "^openvino runs fp32 or bf16, not fp16$"),
+    ("openvino", {"precision": "fp8"}, "unknown precision 'fp8'; choose one of fp32, bf16, fp16, int8"),
     ("openvino", {"device": "cuda"}, "openvino takes the options cache_dir, threads; got device"),
     ("auto", {"device": "cpu"}, "auto picks the device"),
 ])
@@ -255,7 +258,8 @@ def test_create_backend_refuses_what_it_cannot_build(exported, name, options, me
 
 
 @pytest.mark.parametrize("name, options, expected", [
-    ("openvino", {"precision": "f32", "threads": 1}, "openvino (f32, CPU)"),
+    ("openvino", {"precision": "fp32", "threads": 1}, "openvino (fp32, CPU)"),
+    ("openvino", {"precision": "f32", "threads": 1}, "openvino (fp32, CPU)"),  # f32: the alias of fp32
     ("onnxruntime", {"threads": 1}, "onnxruntime (CPU, fp32)"),
 ])
 def test_explicit_backend_is_created_as_requested(exported, name, options, expected):
@@ -283,33 +287,34 @@ def test_cuda_device_without_the_cuda_provider_says_what_to_install(exported):
 
 @pytest.mark.parametrize("requested, capabilities, expected, warns", [
     (None, ("BF16", "FP32"), "bf16", False),
-    (None, ("FP32",), "f32", False),        # the default quietly takes what the CPU has
+    (None, ("FP32",), "fp32", False),       # the default quietly takes what the CPU has
     ("bf16", ("BF16", "FP32"), "bf16", False),
-    ("bf16", ("FP32",), "f32", True),       # an explicit request that cannot be met is reported
-    ("f32", ("BF16", "FP32"), "f32", False),
+    ("bf16", ("FP32",), "fp32", True),      # an explicit request that cannot be met is reported
+    ("fp32", ("BF16", "FP32"), "fp32", False),
+    ("f32", ("BF16", "FP32"), "fp32", False),  # the alias, read as fp32
 ])
 def test_precision_resolution(requested, capabilities, expected, warns):
     precision, warning = resolve_precision(requested, capabilities)
     assert precision == expected and (warning is not None) == warns
 
 
-def test_bf16_on_a_cpu_without_bf16_falls_back_to_f32_with_a_warning(exported, monkeypatch, caplog, tmp_path):
+def test_bf16_on_a_cpu_without_bf16_falls_back_to_fp32_with_a_warning(exported, monkeypatch, caplog, tmp_path):
     monkeypatch.setattr(ov_backend, "cpu_capabilities", lambda core: ("WINOGRAD", "FP32", "INT8"))
     model, folder = exported("styleres")
     with caplog.at_level(logging.WARNING, logger=ov_backend.__name__):
         backend = OpenVinoBackend(folder, precision="bf16", cache_dir=tmp_path)
-    assert backend.name == "openvino (f32, CPU)"
+    assert backend.name == "openvino (fp32, CPU)"
     assert [record.getMessage() for record in caplog.records] == [
         "openvino: bf16 requested but this CPU has no BF16 support (OpenVINO capabilities: WINOGRAD, FP32, INT8); "
-        "running in f32"]
+        "running in fp32"]
     feeds, want = _stage_case(model, ENCODER, 1)
     _assert_close(backend.run(ENCODER, feeds)["wplus"], want["wplus"], F32, "encoder.wplus")
 
 
 @pytest.mark.parametrize("precision, message", [
-    ({"flow": "f32"}, "names stages \\['flow'\\] this styleres model lacks"),
-    ({"fuse": "fp16"}, "must be one of f32, bf16, got 'fp16'"),
-    ("int8", "must be one of f32, bf16, got 'int8'"),
+    ({"flow": "fp32"}, "names stages \\['flow'\\] this styleres model lacks"),
+    ({"fuse": "fp16"}, "^openvino runs fp32 or bf16, not fp16$"),
+    ("int8", "^openvino runs fp32 or bf16, not int8$"),
 ])
 def test_bad_openvino_precision_is_refused(exported, precision, message):
     _, folder = exported("styleres")
@@ -321,11 +326,11 @@ def test_bad_openvino_precision_is_refused(exported, precision, message):
 
 def test_openvino_cache_is_populated_then_reused(exported, tmp_path):
     model, folder = exported("styleres")
-    first = OpenVinoBackend(folder, precision="f32", cache_dir=tmp_path)
+    first = OpenVinoBackend(folder, precision="fp32", cache_dir=tmp_path)
     assert not first.loaded_from_cache(ENCODER)
     blobs = sorted(tmp_path.iterdir())
     assert blobs
-    second = OpenVinoBackend(folder, precision="f32", cache_dir=tmp_path)
+    second = OpenVinoBackend(folder, precision="fp32", cache_dir=tmp_path)
     assert second.loaded_from_cache(ENCODER)
     assert sorted(tmp_path.iterdir()) == blobs
     feeds, _ = _stage_case(model, ENCODER, 2)
@@ -340,9 +345,9 @@ def test_openvino_cache_does_not_mix_graphs_rewritten_at_the_same_path(exported,
     folder = tmp_path / "model"
     shutil.copytree(styleres.path, folder)
     cache = tmp_path / "cache"
-    OpenVinoBackend(open_model_folder(folder), precision="f32", cache_dir=cache).warm_up([ENCODER])
+    OpenVinoBackend(open_model_folder(folder), precision="fp32", cache_dir=cache).warm_up([ENCODER])
     shutil.copyfile(warpres.graph_path(ENCODER), folder / ENCODER.filename)  # same shapes, other weights
-    backend = OpenVinoBackend(open_model_folder(folder, verify=False), precision="f32", cache_dir=cache)
+    backend = OpenVinoBackend(open_model_folder(folder, verify=False), precision="fp32", cache_dir=cache)
     assert not backend.loaded_from_cache(ENCODER)
     feeds, want = _stage_case(warpres_model, ENCODER, 1)
     _assert_close(backend.run(ENCODER, feeds)["enc_feat"], want["enc_feat"], F32, "rewritten encoder")
@@ -353,14 +358,14 @@ def test_unwritable_cache_dir_compiles_without_cache(exported, tmp_path, caplog)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with caplog.at_level(logging.WARNING, logger=ov_backend.__name__):
-        backend = OpenVinoBackend(folder, precision="f32", cache_dir=blocker / "cache")
+        backend = OpenVinoBackend(folder, precision="fp32", cache_dir=blocker / "cache")
     assert backend.cache_dir is None and "compiling without a cache" in caplog.text
     backend.warm_up([ENCODER])
 
 
 # -- bad files --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["onnxruntime", "openvino-f32"])
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino-fp32"])
 def test_garbage_graph_raises_naming_the_file(exported, tmp_path, kind):
     model, source = exported("styleres")
     folder = tmp_path / "model"
@@ -373,7 +378,7 @@ def test_garbage_graph_raises_naming_the_file(exported, tmp_path, kind):
         backend.run(ENCODER, feeds)
 
 
-@pytest.mark.parametrize("kind", ["onnxruntime", "openvino-f32"])
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino-fp32"])
 def test_missing_graph_raises_naming_the_file(exported, tmp_path, kind):
     model, source = exported("styleres")
     folder = tmp_path / "model"
@@ -394,7 +399,7 @@ def test_a_graph_whose_names_differ_from_the_stage_table_is_refused(exported):
         load_stage_graph(folder, ENCODER, renamed)
 
 
-@pytest.mark.parametrize("kind", ["onnxruntime", "openvino-f32"])
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino-fp32"])
 def test_an_onnx_backend_hands_the_session_a_host_device(exported, tmp_path, kind):
     _, folder = exported("styleres")
     backend = KINDS[kind](folder, tmp_path / "cache")

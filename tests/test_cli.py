@@ -69,6 +69,25 @@ def test_every_command_has_help():
         assert result.exit_code == 0 and "Usage:" in result.output
 
 
+@pytest.mark.parametrize("command", ["edit", "video", "bench"])
+def test_precision_help_lists_the_vocabulary_and_what_each_backend_runs(command):
+    result = run(command, "--help")
+    assert "[fp32|bf16|fp16|int8]" in result.output
+    help_text = " ".join(result.output.split())
+    for runs in ("openvino fp32, bf16", "onnxruntime fp32", "torch fp32, bf16", "tensorrt fp32, fp16"):
+        assert runs in help_text, runs
+
+
+def test_precision_f32_is_accepted_as_fp32(photos, checkpoint, tmp_path):
+    result = run("edit", photos, "--model", checkpoint, "--backend", "torch", "--precision", "f32", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+
+
+def test_precision_a_backend_cannot_run_is_one_line_naming_what_it_runs(photos, checkpoint, tmp_path):
+    result = run("edit", photos, "--model", checkpoint, "--backend", "torch", "--precision", "fp16", "-o", tmp_path)
+    assert error_line(result) == "Error: torch runs fp32 or bf16, not fp16"
+
+
 def test_edit_writes_one_png_per_image_and_edit(photos, checkpoint, directions, tmp_path):
     out = tmp_path / "out"
     result = run("edit", photos, "--model", checkpoint, "--directions", directions, "--backend", "torch",

@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_editing_model
 
 from warpres.edits import DirectionLibrary, LinearDirection, parse_edit_spec
-from warpres.errors import EditError, ImageError, WarpresError
+from warpres.errors import BackendError, EditError, ImageError, WarpresError
 from warpres.runtime.session import FeatureCache, Session
 
 # Same float32 graph on both sides; only the stage boundaries (numpy round trips) differ.
@@ -201,3 +201,17 @@ def test_an_empty_batch_is_refused():
 def test_float_input_outside_minus_one_to_one_is_refused(images):
     with pytest.raises(ImageError, match=r"\[-1, 1\]"):
         Session(tiny_editing_model("inversion"), backend="torch").invert((images.numpy() + 1) * 127.5)
+
+
+def test_f32_is_read_as_fp32():
+    session = Session(tiny_editing_model("warpres"), backend="torch", precision="f32")
+    assert session.backend.precision == "fp32" and session.backend.name == "torch (fp32, CPU)"
+
+
+@pytest.mark.parametrize("precision, message", [
+    ("fp16", "^torch runs fp32 or bf16, not fp16$"),
+    ("int4", "^unknown precision 'int4'; choose one of fp32, bf16, fp16, int8$"),
+])
+def test_a_precision_the_backend_cannot_run_is_refused_naming_what_it_runs(precision, message):
+    with pytest.raises(BackendError, match=message):
+        Session(tiny_editing_model("warpres"), backend="torch", precision=precision)

@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from warpres.errors import WarpresError
+from warpres.precision import ALIASES, BACKEND_PRECISIONS, PRECISIONS
 from warpres.runtime.backends import BACKEND_NAMES
 
 log = logging.getLogger("warpres")
@@ -49,16 +50,27 @@ def main(verbose: int) -> None:
 
 # -- shared options ---------------------------------------------------------------------------
 
+class _PrecisionChoice(click.Choice):
+    """A precision of the vocabulary (warpres.precision); the aliases (f32) are accepted, not listed."""
+
+    def convert(self, value, param, ctx):
+        return super().convert(ALIASES.get(value, value), param, ctx)
+
+
+PRECISION_HELP = ("Precision [default: the backend's; openvino bf16 where the CPU has it, tensorrt the best engines "
+                  "built]; each backend runs: " + "; ".join(f"{backend} {', '.join(accepted)}"
+                                                           for backend, accepted in BACKEND_PRECISIONS.items())
+                  + " (f32 is read as fp32).")
+
+
 def _model_options(command):
     command = click.option("--allow-embedded-plugins", is_flag=True,
                            help="tensorrt: load engines that embed plugin libraries (native code; only engines "
                                 "you built).")(command)
     command = click.option("--max-batch", type=click.IntRange(1), default=8,
                            help="Images per backend call.")(command)
-    command = click.option("--precision", type=click.Choice(["f32", "bf16", "fp16", "fp32"]), default=None,
-                           help="Backend precision (default: the backend's; openvino: bf16 where the CPU has it; "
-                                "tensorrt: fp16 / fp32 engines, the best built).")(
-        command)
+    command = click.option("--precision", type=_PrecisionChoice(PRECISIONS), default=None, show_default=False,
+                           help=PRECISION_HELP)(command)
     command = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
                            help="What runs the graphs; auto: TensorRT on a GPU, ONNX Runtime CUDA, OpenVINO, "
                                 "ONNX Runtime CPU.")(
@@ -317,8 +329,8 @@ def _batch_sizes(text: str) -> list[int]:
 @main.command()
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="Backend to measure.")
-@click.option("--precision", type=click.Choice(["f32", "bf16", "fp16", "fp32"]), default=None,
-              help="Backend precision (f32 / bf16 on the CPU, fp16 / fp32 TensorRT engines).")
+@click.option("--precision", type=_PrecisionChoice(PRECISIONS), default=None, show_default=False,
+              help=PRECISION_HELP)
 @click.option("--batch", "batches", default=None, help="Batch sizes to measure [default: 1,4,16; tensorrt: 1,8,32].")
 @click.option("--iterations", type=click.IntRange(1), default=3, help="Timed iterations per batch size.")
 @click.option("--edit", "edit_spec", default=None, help="Edit to time (default: a fixed random W+ shift).")
@@ -351,8 +363,8 @@ def bench(model: Path, backend: str, precision: str | None, batches: str | None,
         else:
             _warn(f"no ONNX Runtime CUDA to compare with ({ort_cuda.detail})")
     source = checkpoint or (None if is_model_folder(model) else model)
-    if reference and source is not None and (backend, precision or "f32") != ("torch", "f32"):
-        sessions.insert(0, open_session(source, "torch", precision="f32",
+    if reference and source is not None and (backend, precision or "fp32") != ("torch", "fp32"):
+        sessions.insert(0, open_session(source, "torch", precision="fp32",
                                         backend_options={"device": "cuda"} if gpu else None))
     elif reference and source is None:
         _warn("no PyTorch reference for an exported folder; give --checkpoint for speed-ups and PSNR")
@@ -505,7 +517,7 @@ def _profiles(batch: str | None, profiles: str | None) -> tuple[tuple[int, int, 
 
 @main.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+@click.option("--precision", type=_PrecisionChoice(BACKEND_PRECISIONS["tensorrt"]), default=None,
               help="fp16 (default for portable graphs) converts each graph with ModelOpt AutoCast first (style, "
                    "demodulation, clamps and grid math stay fp32); plugin-flavour engines are fp32.")
 @click.option("--batch", help="One optimization profile MIN,OPT,MAX over the batch (default 1,1,8).")
@@ -538,7 +550,7 @@ def build(model_dir: Path, precision: str | None, batch: str | None, profiles: s
 
 @main.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16"]),
+@click.option("--precision", "precisions", multiple=True, type=_PrecisionChoice(BACKEND_PRECISIONS["tensorrt"]),
               default=("fp32", "fp16"), help="Engine precisions to check (repeatable).")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The checkpoint MODEL_DIR was exported from: every stage is compared with PyTorch too.")

@@ -26,6 +26,7 @@ from warpres.edits import DirectionLibrary, EditRequest, parse_edit_spec
 from warpres.errors import BackendError, EditError, ImageError, WarpresError
 from warpres.files import cache_root
 from warpres.images import to_model_input, to_uint8
+from warpres.precision import check_backend_precision, normalize_precisions
 from warpres.runtime.backends.base import Backend
 from warpres.runtime.device import Device, Pending, Tensor
 from warpres.stages import (
@@ -421,6 +422,9 @@ def _open(model, backend: str, precision, export_cache,
 
     if backend not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    precision = normalize_precisions(precision)
+    if backend != "auto":  # before exporting for nothing
+        check_backend_precision(backend, precision)
     if backend == "tensorrt" and not (status := available()["tensorrt"]).usable:  # before exporting for nothing
         raise BackendError(f"tensorrt is not available: {status.detail}")
     if isinstance(model, (str, os.PathLike)):
@@ -455,7 +459,7 @@ def _open_torch(model, precision, options: dict) -> tuple[Backend, ModelInfo, No
         raise WarpresError("this checkpoint has no encoder (a generator alone), so it cannot invert images")
     info = ModelInfo(model.family, model.encoder.config.input_size, model.generator.config.resolution,
                      (model.generator.num_ws, model.generator.config.w_dim))
-    backend = TorchBackend(model, precision=precision or "f32", **options)
+    backend = TorchBackend(model, precision=precision, **options)
     return backend, info, None, "PyTorch eager reference"
 
 

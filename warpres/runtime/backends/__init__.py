@@ -25,6 +25,7 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 
 from warpres.errors import BackendError
+from warpres.precision import check_backend_precision, normalize_precisions
 from warpres.runtime.backends.base import Backend
 from warpres.stages import BATCH_AXIS, ModelFolder, Stage
 
@@ -32,8 +33,6 @@ BACKEND_NAMES = ("auto", "tensorrt", "openvino", "onnxruntime", "torch")
 # The keyword options each ONNX backend takes besides `precision`.
 _OPTIONS = {"onnxruntime": ("device", "threads"), "openvino": ("cache_dir", "threads"),
             "tensorrt": ("device_index", "pipelines", "cuda_graphs", "allow_embedded_plugins")}
-# Session precisions (f32 | bf16, CPU) -> the engine precision that honours them (None: the best built)
-_TENSORRT_PRECISION = {None: None, "f32": "fp32", "fp32": "fp32", "fp16": "fp16"}
 
 
 class Availability(NamedTuple):
@@ -198,25 +197,16 @@ def available() -> dict[str, Availability]:
 
 # -- creating one -----------------------------------------------------------------------------
 
-def _precisions(precision: str | Mapping[str, str] | None) -> set[str]:
-    if precision is None:
-        return set()
-    return set(precision.values()) if isinstance(precision, Mapping) else {precision}
-
-
 def _create(name: str, folder: ModelFolder, precision, options: dict) -> Backend:
     unknown = sorted(set(options) - set(_OPTIONS[name]))
     if unknown:
         raise BackendError(f"{name} takes the options {', '.join(_OPTIONS[name])}; got {', '.join(unknown)}")
+    check_backend_precision(name, precision)
     if name == "tensorrt":
-        if isinstance(precision, Mapping) or precision not in _TENSORRT_PRECISION:
-            raise BackendError(f"tensorrt runs fp16 or fp32 engines (one precision for all stages); got {precision!r}")
         from warpres.runtime.tensorrt.backend import TensorRTBackend
 
-        return TensorRTBackend(folder, precision=_TENSORRT_PRECISION[precision], **options)
+        return TensorRTBackend(folder, precision=precision, **options)
     if name == "onnxruntime":
-        if not _precisions(precision) <= {"f32"}:
-            raise BackendError(f"onnxruntime runs the graphs in f32 only; precision {precision!r} needs openvino")
         from warpres.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(folder, **options)
@@ -230,8 +220,8 @@ def create_backend(name: str, folder: ModelFolder, *, precision: str | Mapping[s
     """The backend `name` (one of BACKEND_NAMES but "torch") for an exported model folder.
 
     precision: None (the backend's default: tensorrt the best engines built, openvino bf16 where
-    the CPU has it, else f32), "f32", "bf16" (openvino only), "fp16" / "fp32" (tensorrt engines),
-    or {stage name: precision} (openvino). options: device and threads (onnxruntime), cache_dir
+    the CPU has it, else fp32), or one of warpres.precision.BACKEND_PRECISIONS[name] ("f32" is
+    read as "fp32"), or {stage name: precision} (openvino). options: device and threads (onnxruntime), cache_dir
     and threads (openvino), device_index, pipelines, cuda_graphs and allow_embedded_plugins
     (tensorrt); auto passes each backend the ones it takes and picks the device itself.
     """
@@ -240,6 +230,9 @@ def create_backend(name: str, folder: ModelFolder, *, precision: str | Mapping[s
     if name == "torch":
         raise BackendError("the torch backend runs the PyTorch model, not exported graphs; it is created by "
                            "warpres.runtime.session.Session from a checkpoint or an EditingModel")
+    precision = normalize_precisions(precision)
+    if name != "auto":
+        check_backend_precision(name, precision)
     if name == "tensorrt":
         status = _tensorrt(folder)
         if not status.usable:
@@ -258,11 +251,10 @@ def create_backend(name: str, folder: ModelFolder, *, precision: str | Mapping[s
                   ("onnxruntime", "cpu", _onnxruntime))
     for candidate, device, probe in candidates:
         label = f"{candidate} {device.upper()}" if device else candidate
-        if candidate == "onnxruntime" and not _precisions(precision) <= {"f32"}:
-            skipped.append(f"{label}: runs f32 only, {precision!r} requested")
-            continue
-        if candidate == "tensorrt" and (isinstance(precision, Mapping) or precision not in _TENSORRT_PRECISION):
-            skipped.append(f"{label}: runs fp16 / fp32 engines, {precision!r} requested")
+        try:
+            check_backend_precision(candidate, precision)
+        except BackendError as exc:
+            skipped.append(f"{label}: {exc}")
             continue
         status = probe()
         if not status.usable:

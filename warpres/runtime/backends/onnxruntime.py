@@ -1,7 +1,7 @@
 """ONNX Runtime: the portable reference runtime on any CPU, with the CUDA provider where present.
 
 One InferenceSession per stage, created on first use (or by `warm_up`), running the portable
-graphs in f32. onnxruntime is imported when a backend is created, never by importing this
+graphs in fp32. onnxruntime is imported when a backend is created, never by importing this
 module, so the runtime stays importable without it (ARCHITECTURE §4).
 """
 

@@ -1,4 +1,4 @@
-"""OpenVINO on the CPU: the default backend, bf16 on CPUs with AMX / AVX512-BF16, f32 for parity.
+"""OpenVINO on the CPU: the default backend, bf16 on CPUs with AMX / AVX512-BF16, fp32 for parity.
 
 Each stage's ONNX graph is read with OpenVINO's ONNX frontend, compiled on first use (or by
 `warm_up`) with one reused infer request, and cached on disk, so a later process loads the
@@ -22,6 +22,7 @@ import numpy as np
 from warpres.errors import BackendError
 from warpres.runtime.device import HostDevice
 from warpres.files import cache_root
+from warpres.precision import BACKEND_PRECISIONS, check_backend_precision, normalize_precision
 from warpres.runtime.backends import check_feeds, import_package, load_stage_graph
 from warpres.stages import ModelFolder, Stage
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE = "openvino"
 """The module imported; pip installs it as `openvino`."""
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = BACKEND_PRECISIONS["openvino"]
 
 
 def import_openvino():
@@ -43,15 +44,15 @@ def cpu_capabilities(core) -> tuple[str, ...]:
 
 def resolve_precision(requested: str | None, capabilities: Sequence[str]) -> tuple[str, str | None]:
     """(the precision to compile with, a warning to log or None). None asks for bf16 where the
-    CPU has it and f32 elsewhere; an explicit bf16 on a CPU without it falls back to f32."""
-    if requested is not None and requested not in PRECISIONS:
-        raise BackendError(f"openvino precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    CPU has it and fp32 elsewhere; an explicit bf16 on a CPU without it falls back to fp32."""
+    requested = normalize_precision(requested)
+    check_backend_precision("openvino", requested)
     has_bf16 = "BF16" in capabilities
     if requested is None:
-        return ("bf16" if has_bf16 else "f32"), None
+        return ("bf16" if has_bf16 else "fp32"), None
     if requested == "bf16" and not has_bf16:
-        return "f32", (f"bf16 requested but this CPU has no BF16 support (OpenVINO capabilities: "
-                       f"{', '.join(capabilities)}); running in f32")
+        return "fp32", (f"bf16 requested but this CPU has no BF16 support (OpenVINO capabilities: "
+                        f"{', '.join(capabilities)}); running in fp32")
     return requested, None
 
 
@@ -63,8 +64,8 @@ def default_cache_dir() -> Path:
 class OpenVinoBackend:
     """Runs a model folder's stages with OpenVINO on the CPU.
 
-    precision: "f32", "bf16", None (bf16 where the CPU has it, else f32), or {stage name:
-    precision} for stages that need another than the default (e.g. {"flow": "f32"}); unlisted
+    precision: "fp32" ("f32" is read as it), "bf16", None (bf16 where the CPU has it, else fp32), or
+    {stage name: precision} for stages that need another than the default (e.g. {"flow": "fp32"}); unlisted
     stages take the default. cache_dir: where compiled blobs go (default `default_cache_dir()`).
     threads: inference threads (default: OpenVINO's, one per physical core). One infer request
     per stage, reused: use a backend from one thread at a time.
@@ -140,7 +141,7 @@ class OpenVinoBackend:
     def _config(self, precision: str) -> dict[str, object]:
         ov = self._ov
         config: dict[str, object] = {
-            # f32 pins full precision (on AMX CPUs the plugin otherwise defaults to bf16).
+            # fp32 pins full precision (on AMX CPUs the plugin otherwise defaults to bf16).
             "INFERENCE_PRECISION_HINT": ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
             # One stream over all cores: the runtime issues one synchronous request per stage.
             "PERFORMANCE_HINT": "LATENCY",
@@ -179,7 +180,7 @@ class OpenVinoBackend:
 
 
 def _describe(precisions: Mapping[str, str]) -> str:
-    """"bf16", or "bf16, f32: flow, fuse" when some stages differ from the most common one."""
+    """"bf16", or "bf16, fp32: flow, fuse" when some stages differ from the most common one."""
     values = list(precisions.values())
     main = max(PRECISIONS, key=values.count)
     others = {p: [stage for stage, q in precisions.items() if q == p] for p in PRECISIONS if p != main}

@@ -14,20 +14,19 @@ from collections.abc import Mapping
 import numpy as np
 
 from warpres.errors import BackendError
+from warpres.precision import check_backend_precision, normalize_precision
 from warpres.runtime.device import HostDevice
 from warpres.stages import Stage, stages_for
 
-PRECISIONS = ("f32", "bf16")
-
 
 class TorchBackend:
-    def __init__(self, model, *, precision: str = "f32", device: str = "cpu") -> None:
+    def __init__(self, model, *, precision: str | None = "fp32", device: str = "cpu") -> None:
+        precision = normalize_precision(precision) or "fp32"
+        check_backend_precision("torch", precision)
         import torch
 
         from warpres.models.subgraphs import stage_module
 
-        if precision not in PRECISIONS:
-            raise BackendError(f"torch backend precision must be one of {PRECISIONS}, got {precision!r}")
         self._torch = torch
         self.precision = precision
         self.device = torch.device(device)

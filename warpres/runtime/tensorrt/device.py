@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from warpres.errors import BackendError
+from warpres.precision import normalize_precision
 from warpres.runtime.tensorrt import cuda
 from warpres.runtime.tensorrt.availability import tensorrt_availability
 from warpres.runtime.tensorrt.engine_file import (
@@ -101,7 +102,7 @@ class TensorRTDevice:
         if not status.usable:
             raise BackendError(status.problem)
         trt, info, gpu = status.module, status.info, status.gpu
-        precision = precision or next(iter(built_precisions(folder)), None)
+        precision = normalize_precision(precision) or next(iter(built_precisions(folder)), None)
         if precision not in ENGINE_PRECISIONS:
             raise BackendError(f"{folder.path}: no complete set of engines (precision {precision!r}); "
                                f"build them with `warpres build {folder.path}`")

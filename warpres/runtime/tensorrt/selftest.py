@@ -107,7 +107,7 @@ def _pytorch_backend(model, report: SelftestReport):
     try:
         import torch
 
-        return TorchBackend(model, precision="f32", device="cuda" if torch.cuda.is_available() else "cpu")
+        return TorchBackend(model, precision="fp32", device="cuda" if torch.cuda.is_available() else "cpu")
     except (ImportError, WarpresError) as exc:
         report.problems.append(f"PyTorch reference: {exc}")
         return None

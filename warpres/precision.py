@@ -1,0 +1,52 @@
+"""The one precision vocabulary (ARCHITECTURE §3): fp32, bf16, fp16, int8, and what each backend runs.
+
+Library calls, the CLI and engine files all name precisions this way; `f32` is accepted as an
+alias of `fp32` and normalised where a precision enters (Session, create_backend, a backend's
+constructor, the CLI). Asking a backend for a precision it cannot run is one BackendError naming
+what it accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from warpres.errors import BackendError
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+ALIASES = {"f32": "fp32"}
+BACKEND_PRECISIONS = {
+    "openvino": ("fp32", "bf16"),       # bf16 on CPUs with AMX / AVX512-BF16 (else fp32, with a warning)
+    "onnxruntime": ("fp32",),
+    "torch": ("fp32", "bf16"),          # bf16: autocast convolutions, channels-last
+    "tensorrt": ("fp32", "fp16"),       # the engines `warpres build` makes, one precision for all stages
+}
+
+
+def normalize_precision(precision: str | None) -> str | None:
+    """`precision` in the vocabulary (`f32` -> `fp32`); None stays None (the backend's default).
+    Raises BackendError naming the vocabulary for anything else."""
+    if precision is None:
+        return None
+    precision = ALIASES.get(precision, precision)
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def normalize_precisions(precision: str | Mapping[str, str] | None) -> str | dict[str, str] | None:
+    """normalize_precision of one precision, or of each value of {stage name: precision}."""
+    if isinstance(precision, Mapping):
+        return {stage: normalize_precision(value) for stage, value in precision.items()}
+    return normalize_precision(precision)
+
+
+def check_backend_precision(backend: str, precision: str | Mapping[str, str] | None) -> None:
+    """Raise BackendError when `backend` cannot run (normalised) `precision`: the message names what it accepts."""
+    accepted = BACKEND_PRECISIONS[backend]
+    if isinstance(precision, Mapping) and backend != "openvino":
+        raise BackendError(f"{backend} runs one precision for all stages ({', '.join(accepted)}); "
+                           f"per-stage precisions need openvino")
+    asked = set(precision.values()) if isinstance(precision, Mapping) else {precision} - {None}
+    refused = sorted(asked - set(accepted))
+    if refused:
+        raise BackendError(f"{backend} runs {' or '.join(accepted)}, not {', '.join(refused)}")
