@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from warpres.checkpoints.nvlabs import load_nvlabs_discriminator
 from warpres.errors import CheckpointError
-from warpres.models.discriminator import (
-    Discriminator,
-    DiscriminatorConfig,
-    load_nvlabs_discriminator,
-    minibatch_std,
-)
+from warpres.models.discriminator import Discriminator, DiscriminatorConfig, minibatch_std
 
 # Widths for 32x32 with channel_base=256, channel_max=32: min(256 // res, 32) -> 4: 32, 8: 32, 16: 16, 32: 8.
 # Expected names and shapes, read off NVlabs' DiscriminatorBlock / DiscriminatorEpilogue (c_dim=0,

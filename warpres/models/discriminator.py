@@ -1,10 +1,10 @@
 """StyleGAN2 discriminator (resnet architecture, config-f) with the NVlabs parameter layout.
 
 Names follow NVlabs' stylegan2-ada-pytorch / stylegan3 `Discriminator` for c_dim=0, so a plain
-`D` state dict from those checkpoints loads strictly: `b{R}.fromrgb.*` in the top block only,
+`D` state dict from those checkpoints loads strictly (warpres.checkpoints.nvlabs): `b{R}.fromrgb.*` in the top block only,
 `b{res}.conv0/conv1.{weight,bias}`, `b{res}.skip.weight` (no bias), a `resample_filter` buffer
 on every block and every conv layer, and the 4x4 epilogue `b4.conv/fc/out` (its minibatch-stddev
-layer has no tensors). Unconditional only: conditional (`c_dim > 0`) models are refused.
+layer has no tensors). Unconditional only: the loader refuses conditional (`c_dim > 0`) models.
 
 Each block at resolution r (R down to 8) maps (B, C_r, r, r) to (B, C_{r/2}, r/2, r/2) as
 `(skip(x) + conv1(conv0(x))) * sqrt(1/2)`; the epilogue appends the minibatch stddev, applies a
@@ -14,16 +14,12 @@ Each block at resolution r (R down to 8) maps (B, C_r, r, r) to (B, C_{r/2}, r/2
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warpres.checkpoints.safe_load import load_state_strict, require_keys, require_state_dict
-from warpres.errors import CheckpointError
 from warpres.models.config import JsonConfig
 from warpres.models.resample import BINOMIAL_TAPS, setup_filter, upfirdn2d
 from warpres.models.stylegan2 import FullyConnectedLayer, _bias_lrelu, channel_plan
@@ -215,47 +211,3 @@ class Discriminator(nn.Module):
         for res in cfg.block_resolutions:
             x = getattr(self, f"b{res}")(x, images)
         return self.b4(x)
-
-
-_FROMRGB = re.compile(r"^b(\d+)\.fromrgb\.weight$")
-
-
-def load_nvlabs_discriminator(state: Mapping[str, torch.Tensor], source: str, *,
-                              mbstd_group_size: int | None = 4,
-                              conv_clamp: float | None = 256.0) -> Discriminator:
-    """A Discriminator holding an NVlabs `D` state dict (stylegan2-ada-pytorch / stylegan3, c_dim=0).
-
-    Resolution, image channels, widths and mbstd_num_channels are read from the tensors; the group
-    size and clamp are not stored in weights, so they are arguments (NVlabs defaults). Any missing,
-    unexpected or mis-shaped key raises a CheckpointError naming it.
-    """
-    state = require_state_dict(state, source)
-    if any(k.startswith("mapping.") for k in state):
-        raise CheckpointError(f"{source}: has 'mapping.*' keys: conditional discriminators (c_dim > 0) "
-                              "are not supported, only unconditional ones")
-    tops = sorted(int(m.group(1)) for k in state if (m := _FROMRGB.match(k)))
-    if len(tops) != 1:
-        raise CheckpointError(f"{source}: expected exactly one 'b{{resolution}}.fromrgb.weight' key "
-                              f"(the top block), found {[f'b{r}.fromrgb.weight' for r in tops]}")
-    resolution = tops[0]
-    log2 = math.log2(resolution)
-    if resolution < 8 or log2 != int(log2):
-        raise CheckpointError(f"{source}: 'b{resolution}.fromrgb.weight' implies resolution {resolution}, "
-                              "not a power of two >= 8")
-    resolutions = [2**k for k in range(2, int(log2) + 1)]
-    width_keys = ["b4.conv.weight"] + [f"b{r}.conv0.weight" for r in resolutions[1:]]
-    require_keys(state, width_keys, source)
-    for key in [*width_keys, f"b{resolution}.fromrgb.weight"]:
-        if state[key].ndim != 4:
-            raise CheckpointError(f"{source}: {key} should be a 4-D conv weight, has shape {tuple(state[key].shape)}")
-    channels = tuple(int(state[k].shape[0]) for k in width_keys)
-    try:
-        config = DiscriminatorConfig(
-            resolution=resolution, img_channels=int(state[f"b{resolution}.fromrgb.weight"].shape[1]),
-            channels=channels, mbstd_group_size=mbstd_group_size,
-            mbstd_num_channels=int(state["b4.conv.weight"].shape[1]) - channels[0], conv_clamp=conv_clamp)
-    except ValueError as exc:
-        raise CheckpointError(f"{source}: inconsistent discriminator tensors (b4.conv.weight): {exc}") from None
-    model = Discriminator(config)
-    load_state_strict(model, state, source)
-    return model

@@ -37,10 +37,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from warpres.checkpoints import load_checkpoint
+from warpres.checkpoints.nvlabs import load_nvlabs_discriminator
 from warpres.checkpoints.safe_load import load_torch_checkpoint
 from warpres.errors import TrainingError
 from warpres.files import atomic_path
-from warpres.models.discriminator import Discriminator, DiscriminatorConfig, load_nvlabs_discriminator
+from warpres.models.discriminator import Discriminator, DiscriminatorConfig
 from warpres.models.editor import EditingModel
 from warpres.models.styleres import StyleResBranch, StyleResConfig
 from warpres.models.warpres import WarpResBranch, WarpResConfig
