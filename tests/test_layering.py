@@ -35,7 +35,8 @@ FORBIDDEN = {
 
 
 def _imported_by(package: str) -> set[str]:
-    script = f"import importlib, json, sys; importlib.import_module({package!r}); print(json.dumps(sorted(sys.modules)))"
+    script = (f"import importlib, json, sys; importlib.import_module({package!r}); "
+              f"print(json.dumps(sorted(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
                             env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": ""})
     assert result.returncode == 0, result.stderr

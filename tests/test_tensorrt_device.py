@@ -377,7 +377,7 @@ def test_selftest_fails_naming_the_stage_that_differs(gpu, folder, monkeypatch):
 def test_selftest_without_a_gpu_reports_it_and_fails(folder, monkeypatch):
     no_cuda = CudaReport((), None, None, "cuda-python is not installed")
     monkeypatch.setattr(availability, "cuda_devices", lambda: no_cuda)
-    report = selftest.run_selftest(folder.path, progress=False)
+    report = selftest.run_selftest(folder.path, build=_fake_build, progress=False)
     assert not report.passed and report.problems == ["no GPU (cuda-python is not installed)"]
 
 

@@ -557,6 +557,7 @@ def build(model_dir: Path, precision: str | None, batch: str | None, profiles: s
 def selftest(model_dir: Path, precisions: tuple[str, ...], checkpoint: Path | None) -> None:
     """Build small TensorRT engines for MODEL_DIR on this GPU, run every stage and a full edit on them and
     compare with ONNX Runtime (and PyTorch, with --checkpoint); exit 1 on any failure."""
+    from warpres.export.engines import build_model_engines
     from warpres.runtime.tensorrt.selftest import run_selftest
 
     reference_model = None
@@ -564,7 +565,8 @@ def selftest(model_dir: Path, precisions: tuple[str, ...], checkpoint: Path | No
         from warpres.checkpoints import load_checkpoint
 
         reference_model = load_checkpoint(checkpoint)
-    report = run_selftest(model_dir, precisions=precisions, reference_model=reference_model)
+    report = run_selftest(model_dir, build=build_model_engines, precisions=precisions,
+                          reference_model=reference_model)
     click.echo(report.render())
     if not report.passed:
         raise SystemExit(1)

@@ -118,13 +118,12 @@ def _error(got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) ->
                for name, value in expected.items())
 
 
-def run_selftest(model_dir: str | Path, *, precisions: Sequence[str] = ("fp32", "fp16"),
-                 build: Callable[..., object] | None = None, progress: bool = True,
-                 reference_model: object | None = None) -> SelftestReport:
+def run_selftest(model_dir: str | Path, *, build: Callable[..., object], precisions: Sequence[str] = ("fp32", "fp16"),
+                 progress: bool = True, reference_model: object | None = None) -> SelftestReport:
     """Check TensorRT against ONNX Runtime (and PyTorch: `reference_model`, the EditingModel the
     folder was exported from) on this machine's GPU; see the module docstring.
-    build: builds the engines of a model folder (default: warpres.export.engines.build_model_engines,
-    which needs the exporter's dependencies)."""
+    build: builds the engines of a model folder, `build(path, precision=, profiles=, progress=)`
+    (warpres.export.engines.build_model_engines: the runtime does not import the exporter)."""
     from warpres.runtime.session import Session
 
     report = SelftestReport()
@@ -132,8 +131,6 @@ def run_selftest(model_dir: str | Path, *, precisions: Sequence[str] = ("fp32", 
     if not status.usable:
         report.problems.append(status.problem)
         return report
-    if build is None:
-        from warpres.export.engines import build_model_engines as build
     folder = open_model_folder(model_dir)
     if folder.manifest.flavour != PORTABLE:
         report.problems.append(f"{folder.path}: {folder.manifest.flavour} graphs; the self-test compares TensorRT "
