@@ -21,6 +21,7 @@ from warpres.demo.motion import diagnose
 from warpres.demo.renderer import render_with_masks
 from warpres.demo.showcase import COLUMNS, DIRECTIONS, EDITS, edited_truth, load_samples
 from warpres.edits import DirectionLibrary
+from warpres.export import export_checkpoint
 from warpres.runtime.imageio import read_image
 from warpres.runtime.session import Session
 
@@ -50,7 +51,8 @@ def test_each_shipped_model_runs_the_same_on_onnx_runtime_as_on_pytorch(checkpoi
     images = np.stack([image for image, _ in load_samples()])
     outputs = {}
     for backend in ("torch", "onnxruntime"):
-        session = Session(checkpoints[family], backend, directions=DIRECTIONS, export_cache=tmp_path)
+        session = Session(checkpoints[family], backend, directions=DIRECTIONS, export_cache=tmp_path,
+                          exporter=export_checkpoint)
         outputs[backend] = session.edit(session.invert(images), "pose=0.8").astype(np.float64)
     difference = np.abs(outputs["torch"] - outputs["onnxruntime"])
     assert difference.mean() < 0.5 and np.percentile(difference, 99.9) <= 4  # 8-bit levels

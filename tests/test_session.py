@@ -215,3 +215,21 @@ def test_f32_is_read_as_fp32():
 def test_a_precision_the_backend_cannot_run_is_refused_naming_what_it_runs(precision, message):
     with pytest.raises(BackendError, match=message):
         Session(tiny_editing_model("warpres"), backend="torch", precision=precision)
+
+
+def test_a_checkpoint_on_an_onnx_backend_needs_the_exporter_handed_in(tmp_path):
+    from warpres.checkpoints import save_model
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_model(tiny_editing_model("warpres"), checkpoint)
+    with pytest.raises(BackendError, match="exports it first: pass exporter=warpres.export.export_checkpoint"):
+        Session(checkpoint, backend="onnxruntime", export_cache=tmp_path / "cache")
+    exported = []
+
+    def exporter(path, folder):
+        exported.append(path)
+        raise BackendError("stop here")
+
+    with pytest.raises(BackendError, match="stop here"):
+        Session(checkpoint, backend="onnxruntime", export_cache=tmp_path / "cache", exporter=exporter)
+    assert exported == [checkpoint]

@@ -82,13 +82,24 @@ def _model_options(command):
                         help="Checkpoint (any supported format) or exported model folder.")(command)
 
 
+def _export_checkpoint(checkpoint: Path, folder: Path):
+    """The Session's exporter: warpres.export, imported only when a checkpoint must be exported."""
+    try:
+        from warpres.export import export_checkpoint
+    except ImportError as exc:
+        raise WarpresError(f"{checkpoint}: running a checkpoint on an ONNX backend exports it first, which needs "
+                           f"PyTorch and the exporter ({exc}); pip install 'warpres[export]' or pass an exported "
+                           f"model folder") from None
+    return export_checkpoint(checkpoint, folder)
+
+
 def _open_session(model: Path, backend: str, precision: str | None, directions: Path | None, max_batch: int,
                   allow_embedded_plugins: bool):
     from warpres.runtime.session import Session
 
     options = {"allow_embedded_plugins": True} if allow_embedded_plugins else None
     session = Session(model, backend, precision=precision, directions=directions, max_batch=max_batch,
-                      backend_options=options)
+                      backend_options=options, exporter=_export_checkpoint)
     reason = session.backend_reason
     click.echo(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})", err=True)
     return session
@@ -353,7 +364,7 @@ def bench(model: Path, backend: str, precision: str | None, batches: str | None,
 
     gpu = backend == "tensorrt"
     sizes = _batch_sizes(batches or ("1,8,32" if gpu else "1,4,16"))
-    open_session = functools.partial(Session, directions=directions, max_batch=max(sizes))
+    open_session = functools.partial(Session, directions=directions, max_batch=max(sizes), exporter=_export_checkpoint)
     sessions = [open_session(model, backend, precision=precision)]
     if gpu:
         sessions.append(open_session(model, backend, precision=precision, backend_options={"cuda_graphs": False}))

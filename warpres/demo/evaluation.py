@@ -34,6 +34,7 @@ from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, feature_distance, hue_from_targets
 from warpres.demo.renderer import FaceParams, render, render_with_masks
 from warpres.demo.showcase import EDITS, edited_truth
+from warpres.export import export_checkpoint
 from warpres.images import to_model_input
 from warpres.runtime.session import Session
 
@@ -135,7 +136,7 @@ def evaluate(checkpoints: dict[str, Path], regressor: AttributeRegressor, direct
     """Scores of each {family: checkpoint} on `count` held-out faces; the ground truth of each
     batch is rendered and read once for all models."""
     faces = held_out_faces(count, seed)
-    sessions = {family: Session(checkpoint, backend, directions=directions)
+    sessions = {family: Session(checkpoint, backend, directions=directions, exporter=export_checkpoint)
                 for family, checkpoint in checkpoints.items()}
     values: dict[str, dict[str, list[float]]] = {family: defaultdict(list) for family in sessions}
     elapsed = dict.fromkeys(sessions, 0.0)

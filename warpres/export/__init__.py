@@ -8,7 +8,7 @@ The runtime never imports this package (it needs torch, onnx, onnxscript, onnxru
 
 from warpres.export.activations import pipeline_activations
 from warpres.export.fingerprint import model_config, model_id
-from warpres.export.folder import export_model
+from warpres.export.folder import export_checkpoint, export_model
 from warpres.export.graph import OPSET
 from warpres.export.specs import SPECS, ExportSpec, Tolerance, spec_for, specs_for
 from warpres.export.validation import OutputError, ValidationReport, validate_graph, validate_model_folder
@@ -20,6 +20,7 @@ __all__ = [
     "OutputError",
     "Tolerance",
     "ValidationReport",
+    "export_checkpoint",
     "export_model",
     "model_config",
     "model_id",

@@ -198,3 +198,11 @@ def export_model(model: EditingModel, out_dir: str | os.PathLike[str], *, direct
             opset=opset, io=io, graphs=graphs, directions=pinned, versions=versions()))
         _publish(staging, out_dir)
     return open_model_folder(out_dir)
+
+
+def export_checkpoint(checkpoint: str | os.PathLike[str], folder: str | os.PathLike[str]) -> ModelFolder:
+    """Export a checkpoint file (any format warpres.checkpoints reads) into `folder`: the exporter
+    a Session is handed to run checkpoints on the ONNX backends."""
+    from warpres.checkpoints import load_checkpoint
+
+    return export_model(load_checkpoint(checkpoint), folder)

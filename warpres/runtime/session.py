@@ -54,6 +54,8 @@ CHANNEL_ORDERS = ("rgb", "bgr")
 LatentEdit = Callable[[np.ndarray], np.ndarray]
 Edits = str | EditRequest | LatentEdit | Sequence[str | EditRequest | LatentEdit] | None
 LatentFilter = Callable[[np.ndarray], np.ndarray]
+CheckpointExporter = Callable[[Path, Path], ModelFolder]
+"""(checkpoint file, folder) -> the exported model folder, e.g. warpres.export.export_checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -165,9 +167,10 @@ class Session:
     model: an exported model folder (``manifest.json``), a checkpoint file in any format
     `warpres.checkpoints.load_checkpoint` reads, or an EditingModel. A checkpoint used with an
     ONNX backend is exported once into `export_cache` (default ``~/.cache/warpres/models``),
-    keyed by the checkpoint's SHA-256; that needs PyTorch and the exporter, a model folder
-    does not. backend: "auto" (TensorRT engines on a GPU, then ONNX Runtime CUDA, then
-    OpenVINO, then ONNX Runtime CPU), "openvino", "onnxruntime", "tensorrt" or "torch".
+    keyed by the checkpoint's SHA-256, by `exporter` (warpres.export.export_checkpoint, handed
+    in: the runtime does not import the exporter); a model folder needs neither. backend: "auto"
+    (TensorRT engines on a GPU, then ONNX Runtime CUDA, then OpenVINO, then ONNX Runtime CPU),
+    "openvino", "onnxruntime", "tensorrt" or "torch".
     directions: extra edit directions (a DirectionLibrary, a folder of official edit files or
     a folder written by DirectionLibrary.save), merged with the model folder's own.
     channels: order of uint8 pixels in and out ("bgr" takes OpenCV frames as they come).
@@ -179,6 +182,7 @@ class Session:
                  directions: DirectionLibrary | str | os.PathLike[str] | None = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
                  channels: str = "rgb", export_cache: str | os.PathLike[str] | None = None,
+                 exporter: CheckpointExporter | None = None,
                  backend_options: Mapping[str, object] | None = None) -> None:
         if channels not in CHANNEL_ORDERS:
             raise WarpresError(f"channels must be one of {CHANNEL_ORDERS}, got {channels!r}")
@@ -189,8 +193,8 @@ class Session:
         self.cache = FeatureCache(cache_bytes)
         self._id = next(_session_ids)
         self._keys = itertools.count()
-        self.backend, self.info, own_directions, self.backend_reason = _open(model, backend, precision, export_cache,
-                                                                             dict(backend_options or {}))
+        self.backend, self.info, own_directions, self.backend_reason = _open(
+            model, backend, precision, (export_cache, exporter), dict(backend_options or {}))
         self.device: Device = self.backend.as_device()
         self.directions = _merge_directions(own_directions, directions)
         # the dataflow walks of this family: encode (image -> W+), the rest of an inversion (W+ ->
@@ -416,7 +420,7 @@ def _bgr_to_rgb(images):
 
 # -- opening a model --------------------------------------------------------------------------
 
-def _open(model, backend: str, precision, export_cache,
+def _open(model, backend: str, precision, export: tuple[str | os.PathLike[str] | None, CheckpointExporter | None],
           options: dict) -> tuple[Backend, ModelInfo, DirectionLibrary | None, str]:
     from warpres.runtime.backends import BACKEND_NAMES, available
 
@@ -442,7 +446,7 @@ def _open(model, backend: str, precision, export_cache,
             from warpres.checkpoints import load_checkpoint
 
             return _open_torch(load_checkpoint(path), precision, options)
-        return _open_folder(_exported_checkpoint(path, export_cache), backend, precision, options)
+        return _open_folder(_exported_checkpoint(path, *export), backend, precision, options)
     if not hasattr(model, "generator") or not hasattr(model, "family"):
         raise WarpresError(f"model must be a model folder, a checkpoint path or an EditingModel, got "
                            f"{type(model).__name__}")
@@ -481,8 +485,8 @@ def default_export_cache() -> Path:
     return cache_root() / "models"
 
 
-def _exported_checkpoint(checkpoint: Path, export_cache) -> ModelFolder:
-    """The export of `checkpoint` in the cache, made on first use (needs torch + the exporter)."""
+def _exported_checkpoint(checkpoint: Path, export_cache, exporter: CheckpointExporter | None) -> ModelFolder:
+    """The export of `checkpoint` in the cache, made on first use by `exporter`."""
     from warpres import __version__
     from warpres.files import sha256_file
 
@@ -493,15 +497,12 @@ def _exported_checkpoint(checkpoint: Path, export_cache) -> ModelFolder:
             return open_model_folder(folder)
         except WarpresError as exc:
             log.warning("re-exporting %s: the cached export is unusable (%s)", checkpoint, exc)
-    try:  # the exporter is only needed for this path; a deployed runtime gets model folders
-        from warpres.checkpoints import load_checkpoint
-        from warpres.export import export_model
-    except ImportError as exc:
-        raise BackendError(f"{checkpoint}: running a checkpoint on an ONNX backend exports it first, which needs "
-                           f"PyTorch and the exporter ({exc}); pip install 'warpres[export]' or pass an exported "
-                           f"model folder") from None
+    if exporter is None:  # a deployed runtime gets model folders
+        raise BackendError(f"{checkpoint}: running a checkpoint on an ONNX backend exports it first: pass "
+                           f"exporter=warpres.export.export_checkpoint (needs PyTorch and the exporter: pip install "
+                           f"'warpres[export]'), or an exported model folder")
     log.info("exporting %s to %s (once; later runs reuse it)", checkpoint, folder)
-    return export_model(load_checkpoint(checkpoint), folder)
+    return exporter(checkpoint, folder)
 
 
 def _merge_directions(own: DirectionLibrary | None, extra) -> DirectionLibrary | None:
