@@ -25,13 +25,14 @@ import torch
 from warpres.benchmark import fixed_latent_shift, measure, stage_table, synthetic_images, table
 from warpres.export import export_model
 from warpres.files import atomic_path
+from warpres.media.video.pipeline import run_video
+from warpres.media.video.source import open_source
 from warpres.models.editor import EditingModel
 from warpres.models.encoders import EncoderConfig, StyleEncoder
 from warpres.models.stylegan2 import Generator, GeneratorConfig, channel_plan
 from warpres.models.styleres import StyleResBranch, StyleResConfig
 from warpres.models.warpres import WarpResBranch, WarpResConfig
 from warpres.runtime.session import Session
-from warpres.runtime.video import open_source, run_video
 
 # The latest run; runs cited in the README are kept under their own names beside it.
 RESULTS = Path(__file__).with_name("results") / "cpu_backends.md"

@@ -15,7 +15,7 @@ from conftest import tiny_editing_model
 from warpres.checkpoints import save_model
 from warpres.cli import main
 from warpres.edits import DirectionLibrary, LinearDirection
-from warpres.runtime.imageio import read_image, write_image
+from warpres.media.imageio import read_image, write_image
 
 
 def run(*args: str):

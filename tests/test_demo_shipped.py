@@ -22,7 +22,7 @@ from warpres.demo.renderer import render_with_masks
 from warpres.demo.showcase import COLUMNS, DIRECTIONS, EDITS, edited_truth, load_samples
 from warpres.edits import DirectionLibrary
 from warpres.export import export_checkpoint
-from warpres.runtime.imageio import read_image
+from warpres.media.imageio import read_image
 from warpres.runtime.session import Session
 
 LABEL = 18

@@ -19,7 +19,7 @@ from warpres.demo.renderer import FaceParams, render
 from warpres.demo.showcase import COLUMNS, EDITS, edited_truth, run_demo
 from warpres.edits import DirectionLibrary, LinearDirection
 from warpres.errors import EditError
-from warpres.runtime.imageio import read_image, write_image
+from warpres.media.imageio import read_image, write_image
 from warpres.runtime.session import Session
 from warpres.stages import is_model_folder
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from warpres.edits import (
     GanSpaceConfig,
     GanSpaceDirection,
     GanSpacePCA,
+    LatentSmoother,
     LinearDirection,
     load_ganspace_pca,
     load_interfacegan,
@@ -357,3 +359,58 @@ def test_bad_edit_spec_is_an_edit_error_quoting_the_text(spec, offending):
     with pytest.raises(EditError, match=f"bad edit {offending}"):
         parse_edit_spec(spec)
 
+
+# --------------------------------------------------------------------------------------------
+# LatentSmoother
+# --------------------------------------------------------------------------------------------
+
+
+def test_smoother_step_closes_alpha_of_the_gap_per_frame():
+    alpha = 0.3
+    codes = np.zeros((7, 18, 8), np.float32)
+    codes[1:] = 1.0  # a step after frame 0
+    smoothed = LatentSmoother(alpha)(codes)
+    expected = np.array([0.0] + [1 - (1 - alpha) ** k for k in range(1, 7)], np.float32)
+    np.testing.assert_allclose(smoothed[:, 0, 0], expected, atol=1e-6, rtol=0)
+    assert np.all(smoothed == smoothed[:, :1, :1])  # every entry of W+ filtered alike
+    assert smoothed.dtype == np.float32 and smoothed.shape == codes.shape
+
+
+def test_smoother_alpha_one_passes_codes_through_exactly():
+    codes = np.random.default_rng(0).normal(size=(5, 18, 512)).astype(np.float32)
+    assert np.array_equal(LatentSmoother(1.0)(codes), codes)
+
+
+def test_smoother_first_frame_passes_through():
+    code = np.full((1, 4, 3), 7.5, np.float32)
+    assert np.array_equal(LatentSmoother(0.1)(code), code)
+
+
+def test_smoother_batch_equals_frame_by_frame():
+    codes = np.random.default_rng(1).normal(size=(6, 4, 3)).astype(np.float32)
+    batched = LatentSmoother(0.4)(codes)
+    one_by_one = LatentSmoother(0.4)
+    sequential = np.concatenate([one_by_one(codes[i:i + 1]) for i in range(len(codes))])
+    np.testing.assert_allclose(batched, sequential, atol=1e-7, rtol=0)
+
+
+def test_smoother_reset_forgets_the_past():
+    smoother = LatentSmoother(0.2)
+    smoother(np.zeros((3, 4, 3), np.float32))
+    smoother.reset()
+    assert smoother.state is None
+    fresh = np.ones((1, 4, 3), np.float32)
+    assert np.array_equal(smoother(fresh), fresh)
+
+
+@pytest.mark.parametrize("alpha", [0.0, -0.5, 1.5, math.nan])
+def test_smoother_rejects_alpha_outside_zero_one(alpha):
+    with pytest.raises(EditError, match=r"alpha must be in \(0, 1\]"):
+        LatentSmoother(alpha)
+
+
+def test_smoother_rejects_codes_of_another_shape():
+    smoother = LatentSmoother(0.5)
+    smoother(np.zeros((1, 18, 512), np.float32))
+    with pytest.raises(ValueError, match="reset"):
+        smoother(np.zeros((1, 14, 512), np.float32))

@@ -1,4 +1,4 @@
-"""Face crop and alignment with OpenCV's Haar cascades (warpres.runtime.faces).
+"""Face crop and alignment with OpenCV's Haar cascades (warpres.media.faces).
 
 The portrait is scikit-image's ``astronaut.png`` (NASA, public domain), read from the installed
 package's data folder with our own reader (skimage itself is not imported). Eye centres hand-
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from warpres.errors import ImageError
-from warpres.runtime.faces import (
+from warpres.media.faces import (
     CENTER_BELOW_EYES,
     CROP_SIDE_PER_EYE_DISTANCE,
     DetectionParams,
@@ -26,7 +26,7 @@ from warpres.runtime.faces import (
     FaceNotFoundError,
     paste_back,
 )
-from warpres.runtime.imageio import read_image
+from warpres.media.imageio import read_image
 
 MARKED_EYES = np.array([[202.5, 100.5], [246.0, 103.0]])
 SIZE = 256

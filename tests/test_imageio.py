@@ -1,4 +1,4 @@
-"""Image files: read_image / write_image / list_images / to_rgb8 (warpres.runtime.imageio)."""
+"""Image files: read_image / write_image / list_images / to_rgb8 (warpres.media.imageio)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from warpres.errors import ImageError
 from warpres.images import to_model_input
-from warpres.runtime.imageio import (
+from warpres.media.imageio import (
     IMAGE_EXTENSIONS,
     list_images,
     read_image,
@@ -295,8 +295,8 @@ def test_a_folder_without_images_is_an_error_naming_it(tmp_path):
         list_images([tmp_path])
 
 
-def test_runtime_image_modules_import_neither_torch_nor_the_exporter():
-    code = ("import sys, warpres.runtime.imageio, warpres.runtime.faces; "
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('warpres.export')))")
+def test_media_image_modules_import_neither_torch_nor_the_runtime_nor_the_exporter():
+    code = ("import sys, warpres.media.imageio, warpres.media.faces; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('warpres.export', 'warpres.runtime', 'warpres.models'))))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "[]"

@@ -21,7 +21,7 @@ from warpres.demo.regressor import AttributeRegressor, DomainFeatures
 from warpres.errors import CheckpointError, TrainingError
 from warpres.images import to_uint8
 from warpres.models.discriminator import Discriminator, DiscriminatorConfig
-from warpres.runtime.imageio import read_image, write_image
+from warpres.media.imageio import read_image, write_image
 from warpres.stages import open_model_folder
 from warpres.training.checkpoint import is_training_checkpoint, load_training_checkpoint
 from warpres.training.config import config_from_mapping

@@ -11,7 +11,7 @@ import torch
 from tests.conftest import tiny_editing_model, torch_edit
 from warpres.errors import ConfigError, ImageError
 from warpres.models.editor import EditingModel
-from warpres.runtime.imageio import write_image
+from warpres.media.imageio import write_image
 from warpres.training.config import EditConfig, LossWeights, config_from_mapping, load_config
 from warpres.training.data import ImageFolder, SampleStream, StepSampler
 from warpres.training.objective import Objective

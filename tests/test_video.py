@@ -1,4 +1,4 @@
-"""Video pipeline: sources, the latest-frame slot, W+ smoothing, writing, overlay and every exit.
+"""Video pipeline: sources, the latest-frame slot, writing, overlay and every exit.
 
 Videos are real files written and read with OpenCV (mp4v). A fake capture stands in only where
 a camera is strictly needed (a camera that stops delivering mid-stream). No sleeps, no timing
@@ -7,7 +7,6 @@ assertions: thread hand-overs are sequenced with events.
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import threading
@@ -18,16 +17,10 @@ import numpy as np
 import pytest
 
 from warpres.errors import WarpresError
-from warpres.runtime.video import (
-    FrameSlot,
-    FrameSource,
-    LatentSmoother,
-    VideoError,
-    draw_overlay,
-    highgui_backend,
-    open_source,
-    run_video,
-)
+from warpres.media.video import VideoError
+from warpres.media.video.display import draw_overlay, highgui_backend
+from warpres.media.video.pipeline import FrameSlot, run_video
+from warpres.media.video.source import FrameSource, open_source
 
 FRAMES, SIZE, FPS = 20, 64, 25.0
 
@@ -144,62 +137,6 @@ class FakeCamera:
 
 def fake_camera_source(camera: FakeCamera) -> FrameSource:
     return FrameSource(camera, "camera 0", live=True, max_failed_reads=3, retry_delay=0)
-
-
-# --------------------------------------------------------------------------------------------
-# LatentSmoother
-# --------------------------------------------------------------------------------------------
-
-
-def test_smoother_step_closes_alpha_of_the_gap_per_frame():
-    alpha = 0.3
-    codes = np.zeros((7, 18, 8), np.float32)
-    codes[1:] = 1.0  # a step after frame 0
-    smoothed = LatentSmoother(alpha)(codes)
-    expected = np.array([0.0] + [1 - (1 - alpha) ** k for k in range(1, 7)], np.float32)
-    np.testing.assert_allclose(smoothed[:, 0, 0], expected, atol=1e-6, rtol=0)
-    assert np.all(smoothed == smoothed[:, :1, :1])  # every entry of W+ filtered alike
-    assert smoothed.dtype == np.float32 and smoothed.shape == codes.shape
-
-
-def test_smoother_alpha_one_passes_codes_through_exactly():
-    codes = np.random.default_rng(0).normal(size=(5, 18, 512)).astype(np.float32)
-    assert np.array_equal(LatentSmoother(1.0)(codes), codes)
-
-
-def test_smoother_first_frame_passes_through():
-    code = np.full((1, 4, 3), 7.5, np.float32)
-    assert np.array_equal(LatentSmoother(0.1)(code), code)
-
-
-def test_smoother_batch_equals_frame_by_frame():
-    codes = np.random.default_rng(1).normal(size=(6, 4, 3)).astype(np.float32)
-    batched = LatentSmoother(0.4)(codes)
-    one_by_one = LatentSmoother(0.4)
-    sequential = np.concatenate([one_by_one(codes[i:i + 1]) for i in range(len(codes))])
-    np.testing.assert_allclose(batched, sequential, atol=1e-7, rtol=0)
-
-
-def test_smoother_reset_forgets_the_past():
-    smoother = LatentSmoother(0.2)
-    smoother(np.zeros((3, 4, 3), np.float32))
-    smoother.reset()
-    assert smoother.state is None
-    fresh = np.ones((1, 4, 3), np.float32)
-    assert np.array_equal(smoother(fresh), fresh)
-
-
-@pytest.mark.parametrize("alpha", [0.0, -0.5, 1.5, math.nan])
-def test_smoother_rejects_alpha_outside_zero_one(alpha):
-    with pytest.raises(VideoError, match=r"alpha must be in \(0, 1\]"):
-        LatentSmoother(alpha)
-
-
-def test_smoother_rejects_codes_of_another_shape():
-    smoother = LatentSmoother(0.5)
-    smoother(np.zeros((1, 18, 512), np.float32))
-    with pytest.raises(ValueError, match="reset"):
-        smoother(np.zeros((1, 14, 512), np.float32))
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,5 +429,5 @@ def test_show_without_gui_support_fails_up_front(tmp_path, clip):
 
 
 def test_video_module_does_not_import_torch():
-    code = "import sys, warpres.runtime.video; sys.exit('torch' in sys.modules)"
+    code = "import sys, warpres.media.video.pipeline; sys.exit('torch' in sys.modules or 'warpres.runtime' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

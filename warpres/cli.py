@@ -162,7 +162,7 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
     """Edit IMAGES (files or folders) and write one PNG per image and --edit into OUTPUT."""
     from tqdm import tqdm
 
-    from warpres.runtime.imageio import list_images
+    from warpres.media.imageio import list_images
 
     outputs = _outputs(edits, sweep)
     listing = list_images(images)
@@ -213,13 +213,13 @@ class _Loaded:
 
 
 def _face_cropper(size: int):
-    from warpres.runtime.faces import FaceAligner
+    from warpres.media.faces import FaceAligner
 
     return FaceAligner(size).align
 
 
 def _load_batch(paths: list[Path], cropper) -> list[_Loaded]:
-    from warpres.runtime.imageio import read_image, to_rgb8
+    from warpres.media.imageio import read_image, to_rgb8
 
     loaded = []
     for path in paths:
@@ -237,8 +237,8 @@ def _load_batch(paths: list[Path], cropper) -> list[_Loaded]:
 
 
 def _edit_batch(session, loaded: list[_Loaded], outputs: list[_Output], out_dir: Path, paste_back: bool) -> int:
-    from warpres.runtime.faces import paste_back as paste
-    from warpres.runtime.imageio import write_image
+    from warpres.media.faces import paste_back as paste
+    from warpres.media.imageio import write_image
 
     inversion = session.invert([item.pixels for item in loaded])
     edit_sets = [spec for output in outputs for spec in output.edit_sets]
@@ -275,7 +275,10 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
     """Edit a camera stream (--camera) or a video file (--input) frame by frame."""
     from tqdm import tqdm
 
-    from warpres.runtime.video import OUTPUT_CODECS, LatentSmoother, open_source, run_video
+    from warpres.edits import LatentSmoother
+    from warpres.media.video.pipeline import run_video
+    from warpres.media.video.source import open_source
+    from warpres.media.video.writer import OUTPUT_CODECS
 
     if (camera is None) == (input_path is None):
         raise click.UsageError("give exactly one of --camera N and --input FILE")
@@ -304,7 +307,7 @@ def _frame_editor(session, edits: list[str], smoother, align_faces: bool):
     """RGB frames -> edited RGB frames; with faces: frames without a face pass through unedited."""
     if not align_faces:
         return lambda frames: list(session.edit(session.invert(frames, latent_filter=smoother), edits))
-    from warpres.runtime.faces import FaceAligner, FaceNotFoundError, paste_back
+    from warpres.media.faces import FaceAligner, FaceNotFoundError, paste_back
 
     aligner = FaceAligner(session.info.image_size)
 

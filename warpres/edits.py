@@ -1,6 +1,6 @@
 """Edit directions in W+ (InterfaceGAN, GANSpace, raw) and the edit specs that name them.
 
-Everything here is numpy arithmetic on ``wplus`` of shape (B, L, D) (D = 512; L = 18 for
+Everything here (the directions and the `LatentSmoother` of video frames) is numpy arithmetic on ``wplus`` of shape (B, L, D) (D = 512; L = 18 for
 FFHQ-1024, 16 for cars-512), so a runtime without PyTorch can edit. PyTorch is imported only
 to read official ``.pt`` files, always with ``torch.load(weights_only=True)``.
 
@@ -525,3 +525,51 @@ class DirectionLibrary:
             raise EditError(f"{json_path}: malformed direction description ({exc!r})") from exc
         return cls(directions)
 
+
+class LatentSmoother:
+    """Exponential moving average of W+ codes across frames, for `Session.invert(latent_filter=)`.
+
+    Convention: ``new = alpha * current + (1 - alpha) * previous``, per frame, where `previous`
+    is the smoothed code of the frame before. `alpha` is in (0, 1]: 1 passes codes through
+    unchanged (bit for bit), smaller values smooth more (a step in the input closes the fraction
+    `alpha` of the remaining gap every frame). The first frame after construction or `reset()`
+    initializes the state and passes through, so there is no pull towards zero.
+
+    A batch (B, L, D) is smoothed sequentially, frame 0 first: calling with a batch of B frames
+    equals calling B times with one frame. The state is float32 (L, D).
+    """
+
+    def __init__(self, alpha: float) -> None:
+        alpha = float(alpha)
+        if not (0.0 < alpha <= 1.0):  # also rejects NaN
+            raise EditError(f"smoothing alpha must be in (0, 1] (1 = no smoothing), got {alpha}")
+        self.alpha = alpha
+        self._state: np.ndarray | None = None
+
+    @property
+    def state(self) -> np.ndarray | None:
+        """The smoothed code of the last frame, (L, D) float32, or None before the first frame."""
+        return None if self._state is None else self._state.copy()
+
+    def reset(self) -> None:
+        """Forget the past: the next frame passes through (e.g. after a scene cut)."""
+        self._state = None
+
+    def __call__(self, wplus: np.ndarray) -> np.ndarray:
+        """(B, L, D) W+ codes of consecutive frames -> their smoothed codes, (B, L, D) float32."""
+        wplus = np.asarray(wplus, dtype=np.float32)
+        if wplus.ndim != 3:
+            raise ValueError(f"LatentSmoother expects W+ codes shaped (B, L, D), got {wplus.shape}")
+        if self._state is not None and wplus.shape[1:] != self._state.shape:
+            raise ValueError(f"LatentSmoother: W+ codes changed from (B, L, D) = (B, {self._state.shape[0]}, "
+                             f"{self._state.shape[1]}) to {wplus.shape}; call reset() when switching models")
+        smoothed = np.empty_like(wplus)
+        state = self._state
+        for index, current in enumerate(wplus):
+            if state is None or self.alpha == 1.0:
+                state = current.copy()
+            else:
+                state = self.alpha * current + (1.0 - self.alpha) * state
+            smoothed[index] = state
+        self._state = state
+        return smoothed

@@ -48,7 +48,7 @@ from warpres.errors import TrainingError
 from warpres.export.fingerprint import encoder_fingerprint
 from warpres.files import atomic_path
 from warpres.models.editor import EditingModel
-from warpres.runtime.imageio import write_image
+from warpres.media.imageio import write_image
 from warpres.training.config import TrainConfig, config_from_mapping
 from warpres.training.losses import PerceptualLoss
 from warpres.training.trainer import CHECKPOINT_NAME, Trainer

@@ -22,7 +22,7 @@ from warpres.demo.bundle import ASSETS, BUNDLE, demo_models
 from warpres.demo.directions import FIELD_EDITS
 from warpres.demo.renderer import FaceParams, render
 from warpres.errors import EditError
-from warpres.runtime.imageio import read_image, write_image
+from warpres.media.imageio import read_image, write_image
 from warpres.runtime.session import Session
 
 SAMPLES = ASSETS / "samples"

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from warpres.images import to_model_input
-from warpres.runtime.imageio import list_images, read_image
+from warpres.media.imageio import list_images, read_image
 
 log = logging.getLogger(__name__)
 

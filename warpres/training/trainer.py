@@ -45,7 +45,7 @@ from warpres.models.discriminator import Discriminator, DiscriminatorConfig
 from warpres.models.editor import EditingModel
 from warpres.models.styleres import StyleResBranch, StyleResConfig
 from warpres.models.warpres import WarpResBranch, WarpResConfig
-from warpres.runtime.imageio import write_image
+from warpres.media.imageio import write_image
 from warpres.training.checkpoint import (
     TrainingState,
     load_matching_weights,

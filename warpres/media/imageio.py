@@ -1,4 +1,4 @@
-"""Reading, listing and writing image files for the CLI and the runtime (numpy + OpenCV only).
+"""Reading, listing and writing image files (numpy + OpenCV only; no torch, no runtime).
 
 Contract of `read_image`: the decoded pixels in RGB channel order, as stored:
 (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA; uint8 or uint16 (16-bit PNG / TIFF keep their

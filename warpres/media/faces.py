@@ -411,7 +411,7 @@ def _check_rgb8(image: np.ndarray, what: str, name: str) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ImageError(f"{name}: expected the {what} as uint8 RGB (H, W, 3), got {got}; convert with "
-                         f"warpres.runtime.imageio.to_rgb8")
+                         f"warpres.media.imageio.to_rgb8")
     if min(image.shape[:2]) == 0:
         raise ImageError(f"{name}: the {what} has zero size, shape {image.shape}")
 
