@@ -17,6 +17,7 @@ import click
 import numpy as np
 
 from warpres.app.outputs import Output, OutputCollisionError, plan_outputs, refuse_colliding_outputs
+from warpres import __version__
 from warpres.errors import WarpresError
 from warpres.runtime.backends import BACKEND_NAMES
 
@@ -37,13 +38,21 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (WarpresError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C in any command: one line, the shell's status for SIGINT
+            click.echo("interrupted", err=True)
+            raise SystemExit(130) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(__version__, "--version", prog_name="warpres")
 def main(verbose: int) -> None:
     """Real-image editing with StyleGAN2 (WarpRes, StyleRes) on TensorRT, OpenVINO, ONNX Runtime or PyTorch."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own warnings are not ours to print
+    if "cv2" in sys.modules:  # already imported: the variable is read only at import
+        cv2 = sys.modules["cv2"]
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     log.setLevel(max(logging.DEBUG, logging.WARNING - 10 * verbose))
 
 
@@ -77,8 +86,8 @@ def _open_session(model: Path, backend: str, precision: str | None, directions: 
     options = {"allow_embedded_plugins": True} if allow_embedded_plugins else None
     session = Session(model, backend, precision=precision, directions=directions, max_batch=max_batch,
                       backend_options=options)
-    reason = session.backend_reason
-    click.echo(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})", err=True)
+    reason = session.backend_reason  # why this backend: for -v, not for every run's stderr
+    log.info(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})")
     return session
 
 
@@ -109,6 +118,10 @@ def _parse_sweep(text: str) -> np.ndarray:
 def edit(images, model, directions, backend, precision, max_batch, allow_embedded_plugins, edits, sweep,
          align_faces, paste_back, out_dir) -> None:
     """Edit IMAGES (files or folders) and write one PNG per image and --edit into OUTPUT."""
+    if sweep is not None and not edits:
+        raise click.UsageError("--strength-sweep sweeps the names of an --edit: give --edit too")
+    if not paste_back and not align_faces:
+        raise click.UsageError("--no-paste-back only applies with --align-faces")
     from tqdm import tqdm
 
     from warpres.media.imageio import list_images
@@ -388,9 +401,13 @@ def _parse_overrides(items: tuple[str, ...]) -> dict:
 def train(config: Path, resume: str | None, steps: int | None, output: Path | None,
           assignments: tuple[str, ...], progress: bool) -> None:
     """Train the residual branch (E1, flow head, E2) as CONFIG (YAML) says; runs under torchrun for DDP."""
-    from warpres.training.config import load_config
-    from warpres.training.trainer import CHECKPOINT_NAME
-    from warpres.training.trainer import train as run_training
+    try:
+        from warpres.training.config import load_config
+        from warpres.training.trainer import CHECKPOINT_NAME
+        from warpres.training.trainer import train as run_training
+    except ImportError as exc:
+        raise click.ClickException(f"warpres train needs the train extra ({exc}); "
+                                   f"pip install 'warpres[train]'") from None
 
     overrides = _parse_overrides(assignments)
     if steps is not None:

@@ -96,8 +96,11 @@ def engine_report(model_dir: Path, running) -> list[str]:
 
 def info_report(model: Path) -> list[str]:
     """Describe `model`: an exported model folder or a checkpoint."""
+    from warpres.media.imageio import IMAGE_EXTENSIONS
     from warpres.stages import is_model_folder
 
+    if model.is_file() and model.suffix.lower() in IMAGE_EXTENSIONS:
+        raise WarpresError(f"{model} is an image, not a model: give a checkpoint or an exported model folder")
     return folder_info(model) if is_model_folder(model) else checkpoint_info(model)
 
 
