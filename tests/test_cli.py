@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -251,3 +252,52 @@ def test_build_profiles_cover_the_batch_sizes_between_the_ones_asked_for():
     assert _profiles(None, "1,8,32") == ((1, 1, 1), (2, 8, 8), (9, 32, 32))
     assert _profiles("1,4,16", None) == ((1, 4, 16),)
     assert _profiles(None, None) == ((1, 1, 8),)
+
+
+def test_version_prints_the_package_version():
+    import warpres
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"warpres, version {warpres.__version__}"
+
+
+def test_strength_sweep_without_edit_is_a_usage_error(photos, checkpoint, tmp_path):
+    result = run("edit", photos, "-m", checkpoint, "--strength-sweep", "-1:1:3", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "give --edit too" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_paste_back_without_align_faces_is_a_usage_error(photos, checkpoint, tmp_path):
+    result = run("edit", photos, "-m", checkpoint, "--no-paste-back", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "only applies with --align-faces" in result.output
+
+
+def test_ctrl_c_in_a_command_prints_interrupted_and_exits_130(checkpoint, monkeypatch):
+    import warpres.app.reports
+
+    def interrupt(model):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(warpres.app.reports, "info_report", interrupt)
+    result = CliRunner().invoke(main, ["info", str(checkpoint)])
+    assert result.exit_code == 130 and result.output.strip().splitlines()[-1] == "interrupted"
+
+
+def test_train_without_the_train_extra_names_the_extra_to_install(tmp_path, monkeypatch):
+    config = tmp_path / "run.yaml"
+    config.write_text("family: warpres\n")
+    monkeypatch.setitem(sys.modules, "warpres.training.trainer", None)  # import fails as if a dependency were missing
+    assert "pip install 'warpres[train]'" in error_line(run("train", config))
+
+
+def test_info_on_an_image_says_it_is_not_a_model(photos):
+    assert error_line(run("info", photos / "a.png")).endswith("is an image, not a model: give a checkpoint or an "
+                                                             "exported model folder")
+
+
+def test_the_backend_choice_is_logged_only_with_verbose(photos, checkpoint, tmp_path, caplog):
+    quiet = run("edit", photos, "-m", checkpoint, "--backend", "torch", "-o", tmp_path / "quiet")
+    assert quiet.exit_code == 0 and "torch" not in quiet.output, quiet.output
+    caplog.set_level(logging.INFO, logger="warpres")
+    verbose = run("-v", "edit", photos, "-m", checkpoint, "--backend", "torch", "-o", tmp_path / "verbose")
+    assert verbose.exit_code == 0 and "torch" in caplog.text, verbose.output

@@ -38,7 +38,7 @@ PROFILES = ((1, 1, 1), (2, 2, 4))
 
 
 class FakeCudaRuntime:
-    """cuda.bindings.runtime, as far as warpres.runtime.cuda uses it."""
+    """cuda.bindings.runtime, as far as warpres.runtime.tensorrt.cuda uses it."""
 
     cudaError_t = SimpleNamespace(cudaSuccess=0, cudaErrorStreamCaptureInvalidated=901)
     cudaStreamNonBlocking = 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from warpres.app.outputs import Output, OutputCollisionError, plan_outputs, refuse_colliding_outputs
+from warpres import __version__
 from warpres.errors import WarpresError
 from warpres.precision import ALIASES, BACKEND_PRECISIONS, PRECISIONS
 from warpres.runtime.backends import BACKEND_NAMES
@@ -38,13 +39,21 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (WarpresError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C in any command: one line, the shell's status for SIGINT
+            click.echo("interrupted", err=True)
+            raise SystemExit(130) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(__version__, "--version", prog_name="warpres")
 def main(verbose: int) -> None:
     """Real-image editing with StyleGAN2 (WarpRes, StyleRes) on TensorRT, OpenVINO, ONNX Runtime or PyTorch."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own warnings are not ours to print
+    if "cv2" in sys.modules:  # already imported: the variable is read only at import
+        cv2 = sys.modules["cv2"]
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     log.setLevel(max(logging.DEBUG, logging.WARNING - 10 * verbose))
 
 
@@ -100,24 +109,12 @@ def _open_session(model: Path, backend: str, precision: str | None, directions: 
     options = {"allow_embedded_plugins": True} if allow_embedded_plugins else None
     session = Session(model, backend, precision=precision, directions=directions, max_batch=max_batch,
                       backend_options=options, exporter=_export_checkpoint)
-    reason = session.backend_reason
-    click.echo(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})", err=True)
+    reason = session.backend_reason  # why this backend: for -v, not for every run's stderr
+    log.info(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})")
     return session
 
 
 # -- edit -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Output:
-    """One output file per input: its suffix and what to render."""
-
-    suffix: str
-    edit_sets: tuple[str | None, ...]  # one image per entry, joined left to right
-
-
-def _slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", spec).strip("_")
-
 
 def _parse_sweep(text: str) -> np.ndarray:
     try:
@@ -128,22 +125,6 @@ def _parse_sweep(text: str) -> np.ndarray:
     if len(strengths) < 2:
         raise click.BadParameter("a sweep needs at least 2 strengths")
     return strengths
-
-
-def _outputs(edits: tuple[str, ...], sweep: str | None) -> list[_Output]:
-    if not edits:
-        return [_Output("reconstruction", (None,))]
-    if sweep is None:
-        return [_Output(_slug(spec), (spec,)) for spec in edits]
-    from warpres.edits import parse_edit_spec
-
-    strengths = _parse_sweep(sweep)
-    outputs = []
-    for spec in edits:
-        names = [request.name for request in parse_edit_spec(spec)]
-        sets = tuple(",".join(f"{name}={value:g}" for name in names) for value in strengths)
-        outputs.append(_Output(f"{_slug('+'.join(names))}_sweep", sets))
-    return outputs
 
 
 @main.command()
@@ -160,13 +141,20 @@ def _outputs(edits: tuple[str, ...], sweep: str | None) -> list[_Output]:
 def edit(images, model, directions, backend, precision, max_batch, allow_embedded_plugins, edits, sweep,
          align_faces, paste_back, out_dir) -> None:
     """Edit IMAGES (files or folders) and write one PNG per image and --edit into OUTPUT."""
+    if sweep is not None and not edits:
+        raise click.UsageError("--strength-sweep sweeps the names of an --edit: give --edit too")
+    if not paste_back and not align_faces:
+        raise click.UsageError("--no-paste-back only applies with --align-faces")
     from tqdm import tqdm
 
     from warpres.media.imageio import list_images
 
-    outputs = _outputs(edits, sweep)
+    outputs = plan_outputs(edits, _parse_sweep(sweep) if sweep is not None else None)
     listing = list_images(images)
-    _refuse_colliding_outputs(listing.paths, outputs)
+    try:
+        refuse_colliding_outputs(listing.paths, outputs)
+    except OutputCollisionError as exc:
+        raise click.UsageError(str(exc)) from None
     for warning in listing.skipped:
         _warn(warning)
     session = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
@@ -186,22 +174,6 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
     click.echo(f"wrote {written} images to {out_dir}", err=True)
     if failed:
         raise click.ClickException(f"{failed} input(s) skipped (see warnings above)")
-
-
-def _refuse_colliding_outputs(paths: list[Path], outputs: list[_Output]) -> None:
-    """Two inputs with one stem (a.png, a.jpg; x.png in two folders), or two edits with one
-    file name, would overwrite each other's results."""
-    by_stem: dict[str, list[Path]] = {}
-    for path in paths:
-        by_stem.setdefault(path.stem, []).append(path)
-    clashes = [group for group in by_stem.values() if len(group) > 1]
-    if clashes:
-        names = " and ".join(str(p) for p in clashes[0])
-        raise click.UsageError(f"{names} would write the same output files; edit them in separate runs")
-    suffixes = [output.suffix for output in outputs]
-    repeated = sorted({suffix for suffix in suffixes if suffixes.count(suffix) > 1})
-    if repeated:
-        raise click.UsageError(f"two --edit options write the same file name ({', '.join(repeated)})")
 
 
 @dataclass
@@ -236,20 +208,21 @@ def _load_batch(paths: list[Path], cropper) -> list[_Loaded]:
     return loaded
 
 
-def _edit_batch(session, loaded: list[_Loaded], outputs: list[_Output], out_dir: Path, paste_back: bool) -> int:
-    from warpres.media.faces import paste_back as paste
+def _edit_batch(session, loaded: list[_Loaded], outputs: list[Output], out_dir: Path, paste_back: bool) -> int:
+    from warpres.app.editing import edit_faces
     from warpres.media.imageio import write_image
 
-    inversion = session.invert([item.pixels for item in loaded])
-    edit_sets = [spec for output in outputs for spec in output.edit_sets]
-    rendered = iter(session.edit_many(inversion, edit_sets))
+    edit_sets = [requests for output in outputs for requests in output.edit_sets]
+    if loaded[0].crop is None:
+        rendered = iter(session.edit_many(session.invert([item.pixels for item in loaded]), edit_sets))
+    else:
+        rendered = iter(edit_faces(session, [item.frame for item in loaded], [item.crop for item in loaded],
+                                   edit_sets, paste=paste_back))
     written = 0
     for output in outputs:
         strips = [next(rendered) for _ in output.edit_sets]
         for index, item in enumerate(loaded):
             tiles = [images[index] for images in strips]
-            if item.crop is not None and paste_back:
-                tiles = [paste(item.frame, tile, item.crop) for tile in tiles]
             write_image(out_dir / f"{item.path.stem}_{output.suffix}.png", np.concatenate(tiles, axis=1))
             written += 1
     return written
@@ -275,7 +248,7 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
     """Edit a camera stream (--camera) or a video file (--input) frame by frame."""
     from tqdm import tqdm
 
-    from warpres.edits import LatentSmoother
+    from warpres.edits import LatentSmoother, parse_edit_spec
     from warpres.media.video.pipeline import run_video
     from warpres.media.video.source import open_source
     from warpres.media.video.writer import OUTPUT_CODECS
@@ -287,9 +260,10 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
     if output is not None and output.suffix.lower() not in OUTPUT_CODECS:
         raise click.UsageError(f"{output}: video files end in {', '.join(OUTPUT_CODECS)}")
     session = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
-    session.check_edits([edits])
+    requests = tuple(parse_edit_spec(edits))  # parsed once here, not per frame
+    session.check_edits([requests])
     smoother = LatentSmoother(smoothing)
-    edit_frames = _frame_editor(session, list(edits), smoother, align_faces)
+    edit_frames = _frame_editor(session, requests, smoother, align_faces)
     source = open_source(camera=camera, path=input_path)
     total = source.frame_count if not source.live and source.frame_count else None
     with tqdm(total=total, unit="frame", desc="video", disable=None) as bar:
@@ -303,29 +277,13 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
                + (f"; wrote {stats.output}" if stats.output else ""), err=True)
 
 
-def _frame_editor(session, edits: list[str], smoother, align_faces: bool):
+def _frame_editor(session, edits, smoother, align_faces: bool):
     """RGB frames -> edited RGB frames; with faces: frames without a face pass through unedited."""
     if not align_faces:
         return lambda frames: list(session.edit(session.invert(frames, latent_filter=smoother), edits))
-    from warpres.media.faces import FaceAligner, FaceNotFoundError, paste_back
+    from warpres.app.editing import face_frame_editor
 
-    aligner = FaceAligner(session.info.image_size)
-
-    def edit_faces(frames: list[np.ndarray]) -> list[np.ndarray]:
-        crops = {}
-        for index, frame in enumerate(frames):
-            try:
-                crops[index] = aligner.align(frame, f"frame {index}")
-            except FaceNotFoundError:
-                continue
-        out = list(frames)
-        if crops:
-            inversion = session.invert([crop.image for crop in crops.values()], latent_filter=smoother)
-            for (index, crop), edited in zip(crops.items(), session.edit(inversion, edits), strict=True):
-                out[index] = paste_back(frames[index], edited, crop)
-        return out
-
-    return edit_faces
+    return face_frame_editor(session, edits, smoother)
 
 
 # -- bench ------------------------------------------------------------------------------------
@@ -466,9 +424,13 @@ def _parse_overrides(items: tuple[str, ...]) -> dict:
 def train(config: Path, resume: str | None, steps: int | None, output: Path | None,
           assignments: tuple[str, ...], progress: bool) -> None:
     """Train the residual branch (E1, flow head, E2) as CONFIG (YAML) says; runs under torchrun for DDP."""
-    from warpres.training.config import load_config
-    from warpres.training.trainer import CHECKPOINT_NAME
-    from warpres.training.trainer import train as run_training
+    try:
+        from warpres.training.config import load_config
+        from warpres.training.trainer import CHECKPOINT_NAME
+        from warpres.training.trainer import train as run_training
+    except ImportError as exc:
+        raise click.ClickException(f"warpres train needs the train extra ({exc}); "
+                                   f"pip install 'warpres[train]'") from None
 
     overrides = _parse_overrides(assignments)
     if steps is not None:
@@ -591,141 +553,18 @@ def selftest(model_dir: Path, precisions: tuple[str, ...], checkpoint: Path | No
 def doctor(model_dir: Path | None) -> None:
     """Report what this machine offers: GPU, driver, CUDA, TensorRT and the backends; with MODEL_DIR,
     also its TensorRT engines (who built them, for which GPU, embedded plugins) and whether they run here."""
-    from warpres.runtime.backends import available
-    from warpres.runtime.tensorrt.availability import import_tensorrt
-    from warpres.runtime.tensorrt.engine_file import EngineTarget
-    from warpres.runtime.tensorrt.gpu import cuda_devices
+    from warpres.app.reports import doctor_report
 
-    cuda = cuda_devices()
-    lines = [f"CUDA driver     {cuda.driver_version or 'none'}, runtime {cuda.runtime_version or 'none'}"]
-    lines += [f"GPU {d.index}           {d.name} ({d.sm}, {d.memory_bytes / 2**30:.0f} GiB)" for d in cuda.devices]
-    if not cuda.devices:
-        lines.append(f"GPU             none: {cuda.problem}")
-    running = None
-    try:
-        _, trt = import_tensorrt()
-        lines.append(f"TensorRT        {trt.flavour} {trt.version}")
-        running = EngineTarget.current(trt)
-    except WarpresError as exc:
-        lines.append(f"TensorRT        not importable: {exc}")
-    for name, availability in available().items():
-        lines.append(f"{name:<15} {'yes' if availability.usable else 'no'}: {availability.detail}")
-    lines.append(f"plugins         {_plugin_report(running)}")
-    if model_dir is not None:
-        lines += _engine_report(model_dir, running)
-    click.echo("\n".join(lines))
-
-
-def _plugin_report(running) -> str:
-    """Where the warpres plugin library is ($WARPRES_PLUGIN_LIBRARY) and, under TensorRT proper,
-    whether it registers the ModulatedConv and FlowWarp creators."""
-    import os
-
-    from warpres.runtime.tensorrt.availability import import_tensorrt
-    from warpres.runtime.tensorrt.plugin_library import (
-        PLUGIN_BUILD_HINT,
-        PLUGIN_LIBRARY_ENV,
-        PLUGIN_NAMES,
-        load_plugin_library,
-        registered_plugins,
-    )
-
-    path = os.environ.get(PLUGIN_LIBRARY_ENV)
-    if not path:
-        return f"{PLUGIN_LIBRARY_ENV} not set (only plugin-flavour builds need it; {PLUGIN_BUILD_HINT})"
-    if not Path(path).is_file():
-        return f"{PLUGIN_LIBRARY_ENV}={path}: no such file"
-    if running is None or running.flavour != "tensorrt":
-        return f"{path} (not loaded: it is built for TensorRT proper, which is not importable here)"
-    try:
-        trt, _ = import_tensorrt()
-        load_plugin_library(trt, path)
-        found = registered_plugins(trt)
-    except WarpresError as exc:
-        return f"{path}: {exc}"
-    missing = [name for name in PLUGIN_NAMES if name not in found]
-    return f"{path}: registers {', '.join(found) or 'nothing'}" + (f"; missing {', '.join(missing)}" if missing else "")
-
-
-def _engine_report(model_dir: Path, running) -> list[str]:
-    from warpres.runtime.tensorrt.engine_file import ENGINE_PRECISIONS, check_engines, engine_path, read_engine_header
-    from warpres.stages import open_model_folder
-
-    folder = open_model_folder(model_dir)
-    lines = []
-    for precision in ENGINE_PRECISIONS:
-        paths = [engine_path(folder.path, stage.name, precision) for stage in folder.manifest.stages]
-        present = [path for path in paths if path.is_file()]
-        if not present:
-            continue
-        headers = [read_engine_header(path)[0] for path in present]
-        header, target = headers[0], headers[0].target
-        plugins = sorted({name for each in headers for name in each.embedded_plugins})
-        lines.append(f"engines {precision:<7} {len(present)} of {len(paths)} stages; "
-                     f"{target.flavour} {target.version}, "
-                     f"{target.compute_capability or 'any GPU'}; batch profiles {list(header.profiles)}; "
-                     f"embedded plugins: {', '.join(plugins) or 'none'}")
-        if running is None:
-            lines.append("                not checked: TensorRT is not importable here")
-            continue
-        try:
-            check_engines(folder, precision, running, allow_embedded_plugins=True)
-            lines.append("                match this TensorRT, this GPU and the exported graphs")
-        except WarpresError as exc:
-            lines.append(f"                cannot run here: {exc}")
-    return lines or [f"engines         none in {folder.path}/engines (build them: warpres build {folder.path})"]
+    click.echo("\n".join(doctor_report(model_dir)))
 
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 def info(model: Path) -> None:
     """Describe MODEL: an exported model folder or a checkpoint."""
-    from warpres.stages import is_model_folder
+    from warpres.app.reports import info_report
 
-    lines = _folder_info(model) if is_model_folder(model) else _checkpoint_info(model)
-    click.echo("\n".join(lines))
-
-
-def _folder_info(path: Path) -> list[str]:
-    from warpres.edits import DirectionLibrary
-    from warpres.stages import open_model_folder
-
-    folder = open_model_folder(path)
-    manifest = folder.manifest
-    lines = [f"{path}: exported {manifest.family} model (files verified against manifest.json)",
-             f"  model id    {manifest.model_id[:16]}",
-             f"  flavour     {manifest.flavour}, ONNX opset {manifest.opset}",
-             f"  images      {manifest.image_size}x{manifest.image_size} in -> "
-             f"{manifest.resolution}x{manifest.resolution} out, W+ {manifest.latent_shape}"]
-    for stage in manifest.stages:
-        file = folder.graph_path(stage)
-        shapes = ", ".join(f"{name} {tuple(manifest.io[stage.name][name].shape)}" for name in stage.outputs)
-        lines.append(f"  {stage.name:<17} {file.stat().st_size / 2**20:7.1f} MiB  -> {shapes}")
-    if folder.directions_path:
-        lines.append(f"  edits       {', '.join(DirectionLibrary.load(folder.directions_path).names)}")
-    if manifest.versions:
-        lines.append("  exported by " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
-    return lines
-
-
-def _checkpoint_info(path: Path) -> list[str]:
-    from warpres.checkpoints import load_checkpoint
-
-    model = load_checkpoint(path)
-    gen = model.generator.config
-    lines = [f"{path}: {model.family} checkpoint",
-             f"  generator   {gen.resolution}x{gen.resolution}, W+ ({gen.num_ws}, {gen.w_dim}), "
-             f"residuals injected at {gen.embed_res}x{gen.embed_res}, "
-             f"{sum(p.numel() for p in model.generator.parameters()):,} parameters"]
-    if model.encoder is not None:
-        enc = model.encoder.config
-        lines.append(f"  encoder     {enc.kind} IR{'-SE' if enc.mode == 'ir_se' else ''}-{enc.num_layers}, "
-                     f"{enc.input_size}x{enc.input_size} in, "
-                     f"{sum(p.numel() for p in model.encoder.parameters()):,} parameters")
-    if model.branch is not None:
-        lines.append(f"  branch      {model.branch.family}, "
-                     f"{sum(p.numel() for p in model.branch.parameters()):,} parameters")
-    return lines
+    click.echo("\n".join(info_report(model)))
 
 
 if __name__ == "__main__":
