@@ -118,7 +118,7 @@ def test_bad_files_in_a_batch_are_skipped_with_a_nonzero_summary(photos, checkpo
     (photos / "notes.txt").write_text("not an image")
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     out = tmp_path / "out"
-    result = run("edit", photos, "--model", checkpoint, "--backend", "torch", "-o", out)
+    result = run("edit", photos, photos / "notes.txt", "--model", checkpoint, "--backend", "torch", "-o", out)
     assert result.exit_code == 1
     assert "broken.png" in result.output and "notes.txt" in result.output
     assert "2 input(s) skipped" in result.output
@@ -301,3 +301,41 @@ def test_the_backend_choice_is_logged_only_with_verbose(photos, checkpoint, tmp_
     caplog.set_level(logging.INFO, logger="warpres")
     verbose = run("-v", "edit", photos, "-m", checkpoint, "--backend", "torch", "-o", tmp_path / "verbose")
     assert verbose.exit_code == 0 and "torch" in caplog.text, verbose.output
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_edited_on_a_rerun(photos, checkpoint, tmp_path):
+    (photos / "samples.json").write_text("{}")  # a file beside the images, as in the shipped samples folder
+    for _ in range(2):
+        result = run("edit", photos, "--model", checkpoint, "--backend", "torch", "-o", photos / "out")
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.output
+    assert sorted(p.name for p in (photos / "out").iterdir()) == ["a_reconstruction.png", "b_reconstruction.png"]
+
+
+def test_files_we_write_are_readable_by_others(photos, checkpoint, directions, exported, tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask  # 0644 under the usual umask 022: what a plain open() gives
+    result = run("edit", photos, "--model", checkpoint, "--backend", "torch", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    written = [checkpoint, directions / "directions.safetensors", exported / "manifest.json",
+               *exported.glob("*.onnx"), *(tmp_path / "out").iterdir()]
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in written} == {
+        path.name: expected for path in written}
+
+
+def test_ctrl_c_during_export_says_interrupted_not_export_failed(checkpoint, tmp_path, monkeypatch):
+    import torch
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.onnx, "export", interrupt)
+    result = CliRunner().invoke(main, ["export", str(checkpoint), "-o", str(tmp_path / "model")])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1] == "interrupted"
+    assert "export failed" not in result.output
+    assert not (tmp_path / "model").exists()

@@ -118,10 +118,10 @@ def list_images(inputs: Sequence[str | os.PathLike[str]]) -> ImageListing:
     """Expand files and folders into image files, not recursively.
 
     Each input is a file (kept when its suffix is one of `IMAGE_EXTENSIONS`, any case) or a
-    folder (its direct children with such a suffix, sorted by name; hidden files, e.g. the
-    temporary files of an unfinished atomic write, are ignored; sub-folders are skipped, not
-    entered). Inputs keep their order; a file named twice is listed once. Everything else
-    skipped is reported in ``skipped``, one line each. Raises :class:`ImageError` naming a
+    folder (its direct image files, sorted by name; hidden files, e.g. the temporary files of an
+    unfinished atomic write, other files and sub-folders are passed over silently). Inputs keep
+    their order; a file named twice is listed once. A named input that is not an image file is
+    reported in ``skipped``, one line each. Raises :class:`ImageError` naming a
     missing input, or when no image is left.
     """
     if isinstance(inputs, (str, os.PathLike)):
@@ -140,15 +140,10 @@ def list_images(inputs: Sequence[str | os.PathLike[str]]) -> ImageListing:
         path = Path(item)
         if path.is_dir():
             for child in sorted(path.iterdir(), key=lambda child: child.name):
-                if child.name.startswith("."):
-                    continue
-                if child.is_dir():
-                    skipped.append(f"{child}: skipped sub-folder (folders are not searched recursively)")
-                elif _has_image_suffix(child):
+                # Anything else beside the images (samples.json, an output folder inside the input
+                # folder) is not an input: passed over without a warning, so a rerun does not edit its outputs.
+                if not child.name.startswith(".") and child.is_file() and _has_image_suffix(child):
                     keep(child)
-                else:
-                    skipped.append(f"{child}: skipped, not an image file (suffix not one of "
-                                   f"{', '.join(IMAGE_EXTENSIONS)})")
         elif path.is_file():
             if _has_image_suffix(path):
                 keep(path)
