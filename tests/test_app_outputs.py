@@ -23,6 +23,7 @@ def test_sweep_expands_every_name_of_a_spec_to_each_strength():
     (output,) = plan_outputs(("smile=9,age",), np.linspace(-1, 1, 3))
     assert output.suffix == "smile+age_sweep"
     assert output.edit_sets == tuple((EditRequest("smile", s), EditRequest("age", s)) for s in (-1.0, 0.0, 1.0))
+    assert output.labels == ("-1", "+0", "+1")
 
 
 def test_two_inputs_with_one_stem_are_refused():

@@ -112,6 +112,13 @@ def test_strength_sweep_writes_one_strip_per_edit(photos, checkpoint, directions
     strip = read_image(tmp_path / "out" / "a_smile_sweep.png")
     assert strip.shape == (64, 5 * 64, 3)
     assert not np.array_equal(strip[:, :64], strip[:, -64:])
+    # each tile carries its strength in the top-left corner, the rest is the plain edit
+    single = run("edit", photos / "a.png", "--model", checkpoint, "--directions", directions, "--backend", "torch",
+                 "--edit", "smile=2", "-o", tmp_path / "single")
+    assert single.exit_code == 0, single.output
+    plain = read_image(tmp_path / "single" / "a_smile=2.png").astype(int)
+    rows, cols = np.nonzero(np.abs(strip[:, -64:].astype(int) - plain).max(axis=-1) > 2)
+    assert len(rows) > 20 and rows.max() < 32 and cols.max() < 48
 
 
 def test_bad_files_in_a_batch_are_skipped_with_a_nonzero_summary(photos, checkpoint, tmp_path):
@@ -247,11 +254,17 @@ def test_doctor_reports_the_gpu_tensorrt_every_backend_and_the_plugin_library(mo
 
 
 def test_build_profiles_cover_the_batch_sizes_between_the_ones_asked_for():
-    from warpres.cli import _profiles
+    from warpres.export.engines import staircase_profiles
 
-    assert _profiles(None, "1,8,32") == ((1, 1, 1), (2, 8, 8), (9, 32, 32))
-    assert _profiles("1,4,16", None) == ((1, 4, 16),)
-    assert _profiles(None, None) == ((1, 1, 8),)
+    assert staircase_profiles([32, 1, 8]) == ((1, 1, 1), (2, 8, 8), (9, 32, 32))
+
+
+@pytest.mark.parametrize(("args", "message"), [(["--batch", "1,4,16", "--profiles", "1,8"], "not both"),
+                                               (["--batch", "1,4"], "expected MIN,OPT,MAX batch sizes"),
+                                               (["--profiles", "1,x"], "expected comma-separated batch sizes")])
+def test_build_refuses_batch_options_it_cannot_read(exported, args, message):
+    result = run("build", exported, *args)
+    assert result.exit_code == 2 and message in result.output
 
 
 def test_version_prints_the_package_version():
@@ -339,3 +352,13 @@ def test_ctrl_c_during_export_says_interrupted_not_export_failed(checkpoint, tmp
     assert result.output.strip().splitlines()[-1] == "interrupted"
     assert "export failed" not in result.output
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(("backend", "listed"), [("onnxruntime", "[fp32]"), ("openvino", "[fp32|bf16]"),
+                                                 ("tensorrt", "[fp32|fp16]")])
+def test_help_after_a_backend_lists_only_the_precisions_it_runs(backend, listed):
+    for args in (["edit", "--backend", backend, "--help"], ["bench", f"--backend={backend}", "--help"]):
+        result = run(*args)
+        assert result.exit_code == 0
+        line = next(line for line in result.output.splitlines() if "--precision" in line)
+        assert line.split()[1] == listed, line

@@ -6,19 +6,18 @@ a batch that skipped bad inputs finishes the rest and exits 1 with a summary.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
 
-from warpres.app.outputs import Output, OutputCollisionError, plan_outputs, refuse_colliding_outputs
+from warpres.app.outputs import OutputCollisionError, plan_outputs, refuse_colliding_outputs
 from warpres import __version__
 from warpres.errors import WarpresError
+from warpres.media import quiet_opencv
 from warpres.precision import ALIASES, BACKEND_PRECISIONS, PRECISIONS
 from warpres.runtime.backends import BACKEND_NAMES
 
@@ -31,8 +30,23 @@ def _warn(message: str) -> None:
 BACKENDS = BACKEND_NAMES
 
 
+class _BackendCommand(click.Command):
+    """Notes the --backend given before --help, so that --help lists what that backend accepts
+    (click processes --help before the other options: it has to be read from the raw arguments)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for index, arg in enumerate(args):
+            if arg == "--backend" and index + 1 < len(args):
+                ctx.meta["warpres.backend"] = args[index + 1]
+            elif arg.startswith("--backend="):
+                ctx.meta["warpres.backend"] = arg.partition("=")[2]
+        return super().parse_args(ctx, args)
+
+
 class _Group(click.Group):
     """Turns WarpresError (and file-system errors) into one line on stderr and exit status 1."""
+
+    command_class = _BackendCommand
 
     def invoke(self, ctx: click.Context):
         try:
@@ -50,10 +64,7 @@ class _Group(click.Group):
 def main(verbose: int) -> None:
     """Real-image editing with StyleGAN2 (WarpRes, StyleRes) on TensorRT, OpenVINO, ONNX Runtime or PyTorch."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own warnings are not ours to print
-    if "cv2" in sys.modules:  # already imported: the variable is read only at import
-        cv2 = sys.modules["cv2"]
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    quiet_opencv()
     log.setLevel(max(logging.DEBUG, logging.WARNING - 10 * verbose))
 
 
@@ -66,49 +77,59 @@ class _PrecisionChoice(click.Choice):
         return super().convert(ALIASES.get(value, value), param, ctx)
 
 
+class _PrecisionOption(click.Option):
+    """--precision: after --backend NAME, --help lists only the precisions NAME runs."""
+
+    def get_help_record(self, ctx: click.Context):
+        backend = ctx.meta.get("warpres.backend")
+        if backend not in BACKEND_PRECISIONS:
+            return super().get_help_record(ctx)
+        general = self.type, self.help
+        self.type = _PrecisionChoice(BACKEND_PRECISIONS[backend])
+        self.help = f"Precision [default: {DEFAULT_PRECISION_HELP.get(backend, 'fp32')}] (f32 is read as fp32)."
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.type, self.help = general
+
+
+DEFAULT_PRECISION_HELP = {"openvino": "bf16 where the CPU has it, else fp32", "tensorrt": "the best engines built"}
 PRECISION_HELP = ("Precision [default: the backend's; openvino bf16 where the CPU has it, tensorrt the best engines "
                   "built]; each backend runs: " + "; ".join(f"{backend} {', '.join(accepted)}"
                                                            for backend, accepted in BACKEND_PRECISIONS.items())
                   + " (f32 is read as fp32).")
 
 
+backend_option = click.option(
+    "--backend", type=click.Choice(BACKENDS), default="auto",
+    help="What runs the graphs; auto: TensorRT on a GPU, ONNX Runtime CUDA, OpenVINO, ONNX Runtime CPU.")
+precision_option = click.option("--precision", cls=_PrecisionOption, type=_PrecisionChoice(PRECISIONS), default=None,
+                                show_default=False, help=PRECISION_HELP)
+directions_option = click.option(
+    "--directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of edit directions (InterfaceGAN .pt, GANSpace *_pca.pt + csv, .npy, a saved library).")
+
+
 def _model_options(command):
-    command = click.option("--allow-embedded-plugins", is_flag=True,
-                           help="tensorrt: load engines that embed plugin libraries (native code; only engines "
-                                "you built).")(command)
-    command = click.option("--max-batch", type=click.IntRange(1), default=8,
-                           help="Images per backend call.")(command)
-    command = click.option("--precision", type=_PrecisionChoice(PRECISIONS), default=None, show_default=False,
-                           help=PRECISION_HELP)(command)
-    command = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
-                           help="What runs the graphs; auto: TensorRT on a GPU, ONNX Runtime CUDA, OpenVINO, "
-                                "ONNX Runtime CPU.")(
-        command)
-    command = click.option("--directions", "directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                           help="Folder of edit directions (InterfaceGAN .pt, GANSpace *_pca.pt + csv, .npy).")(
-        command)
-    return click.option("--model", "-m", "model", required=True, type=click.Path(exists=True, path_type=Path),
-                        help="Checkpoint (any supported format) or exported model folder.")(command)
-
-
-def _export_checkpoint(checkpoint: Path, folder: Path):
-    """The Session's exporter: warpres.export, imported only when a checkpoint must be exported."""
-    try:
-        from warpres.export import export_checkpoint
-    except ImportError as exc:
-        raise WarpresError(f"{checkpoint}: running a checkpoint on an ONNX backend exports it first, which needs "
-                           f"PyTorch and the exporter ({exc}); pip install 'warpres[export]' or pass an exported "
-                           f"model folder") from None
-    return export_checkpoint(checkpoint, folder)
+    """--model and what opens a Session on it: the options edit and video share."""
+    for option in (
+            click.option("--allow-embedded-plugins", is_flag=True,
+                         help="tensorrt: load engines that embed plugin libraries (native code; only engines "
+                              "you built)."),
+            click.option("--max-batch", type=click.IntRange(1), default=8, help="Images per backend call."),
+            precision_option, backend_option, directions_option,
+            click.option("--model", "-m", "model", required=True, type=click.Path(exists=True, path_type=Path),
+                         help="Checkpoint (any supported format) or exported model folder.")):
+        command = option(command)
+    return command
 
 
 def _open_session(model: Path, backend: str, precision: str | None, directions: Path | None, max_batch: int,
                   allow_embedded_plugins: bool):
-    from warpres.runtime.session import Session
+    from warpres.app.sessions import open_session
 
-    options = {"allow_embedded_plugins": True} if allow_embedded_plugins else None
-    session = Session(model, backend, precision=precision, directions=directions, max_batch=max_batch,
-                      backend_options=options, exporter=_export_checkpoint)
+    session = open_session(model, backend, precision=precision, directions=directions, max_batch=max_batch,
+                           backend_options={"allow_embedded_plugins": True} if allow_embedded_plugins else None)
     reason = session.backend_reason  # why this backend: for -v, not for every run's stderr
     log.info(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})")
     return session
@@ -160,72 +181,15 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
     session = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
     for output in outputs:  # unknown edit names fail before any work
         session.check_edits(output.edit_sets)
-    cropper = _face_cropper(session.info.image_size) if align_faces else None
-    failed = len(listing.skipped)
-    written = 0
+    from warpres.app.stills import edit_image_files
+
     with tqdm(total=len(listing.paths), unit="img", desc="editing", disable=None) as bar:
-        for start in range(0, len(listing.paths), max_batch):
-            batch = listing.paths[start:start + max_batch]
-            loaded = _load_batch(batch, cropper)
-            failed += len(batch) - len(loaded)
-            if loaded:
-                written += _edit_batch(session, loaded, outputs, out_dir, paste_back)
-            bar.update(len(batch))
-    click.echo(f"wrote {written} images to {out_dir}", err=True)
+        result = edit_image_files(session, listing.paths, outputs, out_dir, align_faces=align_faces,
+                                  paste_back=paste_back, batch_size=max_batch, warn=_warn, progress=bar.update)
+    click.echo(f"wrote {result.written} images to {out_dir}", err=True)
+    failed = result.failed + len(listing.skipped)
     if failed:
         raise click.ClickException(f"{failed} input(s) skipped (see warnings above)")
-
-
-@dataclass
-class _Loaded:
-    path: Path
-    pixels: np.ndarray  # what the encoder sees (the face crop with --align-faces)
-    frame: np.ndarray | None = None
-    crop: object | None = None
-
-
-def _face_cropper(size: int):
-    from warpres.media.faces import FaceAligner
-
-    return FaceAligner(size).align
-
-
-def _load_batch(paths: list[Path], cropper) -> list[_Loaded]:
-    from warpres.media.imageio import read_image, to_rgb8
-
-    loaded = []
-    for path in paths:
-        try:
-            pixels = read_image(path)
-            if cropper is None:
-                loaded.append(_Loaded(path, pixels))
-            else:
-                frame = to_rgb8(pixels)
-                crop = cropper(frame, str(path))
-                loaded.append(_Loaded(path, crop.image, frame, crop))
-        except WarpresError as exc:
-            _warn(f"skipping {exc}")
-    return loaded
-
-
-def _edit_batch(session, loaded: list[_Loaded], outputs: list[Output], out_dir: Path, paste_back: bool) -> int:
-    from warpres.app.editing import edit_faces
-    from warpres.media.imageio import write_image
-
-    edit_sets = [requests for output in outputs for requests in output.edit_sets]
-    if loaded[0].crop is None:
-        rendered = iter(session.edit_many(session.invert([item.pixels for item in loaded]), edit_sets))
-    else:
-        rendered = iter(edit_faces(session, [item.frame for item in loaded], [item.crop for item in loaded],
-                                   edit_sets, paste=paste_back))
-    written = 0
-    for output in outputs:
-        strips = [next(rendered) for _ in output.edit_sets]
-        for index, item in enumerate(loaded):
-            tiles = [images[index] for images in strips]
-            write_image(out_dir / f"{item.path.stem}_{output.suffix}.png", np.concatenate(tiles, axis=1))
-            written += 1
-    return written
 
 
 # -- video ------------------------------------------------------------------------------------
@@ -248,6 +212,7 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
     """Edit a camera stream (--camera) or a video file (--input) frame by frame."""
     from tqdm import tqdm
 
+    from warpres.app.editing import frame_editor
     from warpres.edits import LatentSmoother, parse_edit_spec
     from warpres.media.video.pipeline import run_video
     from warpres.media.video.source import open_source
@@ -263,7 +228,7 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
     requests = tuple(parse_edit_spec(edits))  # parsed once here, not per frame
     session.check_edits([requests])
     smoother = LatentSmoother(smoothing)
-    edit_frames = _frame_editor(session, requests, smoother, align_faces)
+    edit_frames = frame_editor(session, requests, smoother, align_faces=align_faces)
     source = open_source(camera=camera, path=input_path)
     total = source.frame_count if not source.live and source.frame_count else None
     with tqdm(total=total, unit="frame", desc="video", disable=None) as bar:
@@ -277,37 +242,28 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
                + (f"; wrote {stats.output}" if stats.output else ""), err=True)
 
 
-def _frame_editor(session, edits, smoother, align_faces: bool):
-    """RGB frames -> edited RGB frames; with faces: frames without a face pass through unedited."""
-    if not align_faces:
-        return lambda frames: list(session.edit(session.invert(frames, latent_filter=smoother), edits))
-    from warpres.app.editing import face_frame_editor
-
-    return face_frame_editor(session, edits, smoother)
-
-
 # -- bench ------------------------------------------------------------------------------------
 
-def _batch_sizes(text: str) -> list[int]:
+def _batch_sizes(text: str, count: int | None = None) -> list[int]:
+    """Comma-separated batch sizes >= 1 (exactly `count` of them when given)."""
     try:
         sizes = [int(part) for part in text.split(",")]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated batch sizes, e.g. 1,4,16, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise click.BadParameter("batch sizes must be >= 1")
+        sizes = []
+    if not sizes or min(sizes) < 1 or count not in (None, len(sizes)):
+        shape = "MIN,OPT,MAX" if count == 3 else "comma-separated"
+        raise click.BadParameter(f"expected {shape} batch sizes >= 1, e.g. 1,4,16, got {text!r}")
     return sizes
 
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="Backend to measure.")
-@click.option("--precision", type=_PrecisionChoice(PRECISIONS), default=None, show_default=False,
-              help=PRECISION_HELP)
+@backend_option
+@precision_option
 @click.option("--batch", "batches", default=None, help="Batch sizes to measure [default: 1,4,16; tensorrt: 1,8,32].")
 @click.option("--iterations", type=click.IntRange(1), default=3, help="Timed iterations per batch size.")
 @click.option("--edit", "edit_spec", default=None, help="Edit to time (default: a fixed random W+ shift).")
-@click.option("--directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of edit directions, for --edit.")
+@directions_option
 @click.option("--reference/--no-reference", default=True,
               help="Also run PyTorch eager FP32 (on the GPU when measuring tensorrt) for speed-ups and PSNR.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -318,41 +274,13 @@ def bench(model: Path, backend: str, precision: str | None, batches: str | None,
 
     With --backend tensorrt, also TensorRT without CUDA graphs and ONNX Runtime CUDA on the same GPU;
     stage times are CUDA events there."""
-    from warpres.benchmark import fixed_latent_shift, measure, stage_table, synthetic_images, table
-    from warpres.runtime.backends import available
-    from warpres.runtime.session import Session
-    from warpres.stages import is_model_folder
+    from warpres.app.bench import bench_report
 
-    gpu = backend == "tensorrt"
-    sizes = _batch_sizes(batches or ("1,8,32" if gpu else "1,4,16"))
-    open_session = functools.partial(Session, directions=directions, max_batch=max(sizes), exporter=_export_checkpoint)
-    sessions = [open_session(model, backend, precision=precision)]
-    if gpu:
-        sessions.append(open_session(model, backend, precision=precision, backend_options={"cuda_graphs": False}))
-        ort_cuda = available()["onnxruntime"]
-        if "CUDA: yes" in ort_cuda.detail:
-            sessions.append(open_session(model, "onnxruntime", backend_options={"device": "cuda"}))
-        else:
-            _warn(f"no ONNX Runtime CUDA to compare with ({ort_cuda.detail})")
-    source = checkpoint or (None if is_model_folder(model) else model)
-    if reference and source is not None and (backend, precision or "fp32") != ("torch", "fp32"):
-        sessions.insert(0, open_session(source, "torch", precision="fp32",
-                                        backend_options={"device": "cuda"} if gpu else None))
-    elif reference and source is None:
-        _warn("no PyTorch reference for an exported folder; give --checkpoint for speed-ups and PSNR")
-    info = sessions[-1].info
-    edits = edit_spec or fixed_latent_shift(info.latent_shape[1])
-    rows, references = [], {}
-    for session in sessions:
-        click.echo(f"measuring {session.device.name}", err=True)
-        for size in sizes:
-            row = measure(session, synthetic_images(size, info.image_size), edits, iterations=iterations)
-            rows.append(row)
-            if session is sessions[0] and len(sessions) > 1 and source is not None and reference:
-                references[size] = row
-    click.echo(table(rows, references or None))
-    click.echo()
-    click.echo(stage_table(rows))
+    sizes = _batch_sizes(batches or ("1,8,32" if backend == "tensorrt" else "1,4,16"))
+    click.echo(bench_report(model, backend, precision, sizes, iterations=iterations, edit_spec=edit_spec,
+                            directions=directions, reference=reference, checkpoint=checkpoint,
+                            warn=_warn,
+                            status=lambda line: click.echo(line, err=True)))
 
 
 # -- demo -------------------------------------------------------------------------------------
@@ -360,7 +288,7 @@ def bench(model: Path, backend: str, precision: str | None, batches: str | None,
 @main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("warpres-demo.png"),
               help="The grid PNG to write.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="What runs the graphs.")
+@backend_option
 def demo(output: Path, backend: str) -> None:
     """Edit the shipped sample faces with the shipped models (E0 only, StyleRes, WarpRes) into one grid."""
     try:
@@ -375,7 +303,7 @@ def demo(output: Path, backend: str) -> None:
 
 @main.command()
 @click.option("--images", type=click.IntRange(1), default=500, help="Held-out renders to score.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="What runs the graphs.")
+@backend_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table (markdown) here.")
 def evaluate(images: int, backend: str, output: Path | None) -> None:
@@ -400,19 +328,6 @@ def evaluate(images: int, backend: str, output: Path | None) -> None:
 
 # -- train ------------------------------------------------------------------------------------
 
-def _parse_overrides(items: tuple[str, ...]) -> dict:
-    import yaml
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE (e.g. schedule.eval_every=500), got {item!r}",
-                                     param_hint="--set")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
 @main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--resume", help="A training checkpoint to continue, or 'auto': OUTPUT/ckpt.safetensors if present.")
@@ -425,14 +340,14 @@ def train(config: Path, resume: str | None, steps: int | None, output: Path | No
           assignments: tuple[str, ...], progress: bool) -> None:
     """Train the residual branch (E1, flow head, E2) as CONFIG (YAML) says; runs under torchrun for DDP."""
     try:
-        from warpres.training.config import load_config
+        from warpres.training.config import load_config, parse_assignments
         from warpres.training.trainer import CHECKPOINT_NAME
         from warpres.training.trainer import train as run_training
     except ImportError as exc:
         raise click.ClickException(f"warpres train needs the train extra ({exc}); "
                                    f"pip install 'warpres[train]'") from None
 
-    overrides = _parse_overrides(assignments)
+    overrides = parse_assignments(assignments)
     if steps is not None:
         overrides["steps"] = steps
     if output is not None:
@@ -450,8 +365,7 @@ def train(config: Path, resume: str | None, steps: int | None, output: Path | No
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model folder to write (replaced only when the new export is complete).")
-@click.option("--directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Edit directions to ship with the model (official edit files or a saved library).")
+@directions_option
 @click.option("--validate/--no-validate", default=True, help="Compare every graph with PyTorch after export.")
 @click.option("--flavour", type=click.Choice(["portable", "plugin"]), default="portable",
               help="portable: standard ONNX ops (every backend); plugin: modulated convs and warps as warpres "
@@ -467,28 +381,6 @@ def export(checkpoint: Path, out_dir: Path, directions: Path | None, validate: b
                           flavour=flavour)
     click.echo(f"exported {folder.manifest.family} model ({flavour}) to {out_dir} "
                f"({', '.join(stage.filename for stage in folder.manifest.stages)})")
-
-
-def _batch_triple(text: str) -> tuple[int, int, int]:
-    try:
-        low, opt, high = (int(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected MIN,OPT,MAX batch sizes such as 1,4,16, got {text!r}") from None
-    return low, opt, high
-
-
-def _profiles(batch: str | None, profiles: str | None) -> tuple[tuple[int, int, int], ...]:
-    """--batch MIN,OPT,MAX is one profile; --profiles 1,8,32 is one profile per size, each covering
-    the sizes above the previous one (1..1, 2..8, 9..32) and tuned for its own size."""
-    if batch and profiles:
-        raise click.UsageError("give --batch or --profiles, not both")
-    if profiles:
-        try:
-            sizes = sorted({int(v) for v in profiles.split(",")})
-        except ValueError:
-            raise click.BadParameter(f"expected batch sizes such as 1,8,32, got {profiles!r}") from None
-        return tuple((low, size, size) for low, size in zip([1, *(s + 1 for s in sizes)], sizes, strict=False))
-    return (_batch_triple(batch),) if batch else ((1, 1, 8),)
 
 
 @main.command()
@@ -508,7 +400,7 @@ def _profiles(batch: str | None, profiles: str | None) -> tuple[tuple[int, int, 
 def build(model_dir: Path, precision: str | None, batch: str | None, profiles: str | None, workspace: float,
           refit: bool, plugins: bool, plugin_library: Path | None) -> None:
     """Build TensorRT engines for every stage of the exported MODEL_DIR (into MODEL_DIR/engines)."""
-    from warpres.export.engines import build_model_engines
+    from warpres.export.engines import build_model_engines, staircase_profiles
     from warpres.stages import PLUGIN, open_model_folder
 
     flavour = open_model_folder(model_dir).manifest.flavour
@@ -517,8 +409,12 @@ def build(model_dir: Path, precision: str | None, batch: str | None, profiles: s
             f"{model_dir} holds {flavour} graphs: "
             + ("re-export with `warpres export --flavour plugin` to build with the plugins" if plugins
                else "pass --plugins (and --plugin-library) to build them"))
+    if batch and profiles:
+        raise click.UsageError("give --batch or --profiles, not both")
     precision = precision or ("fp32" if plugins else "fp16")
-    paths = build_model_engines(model_dir, precision=precision, profiles=_profiles(batch, profiles),
+    batch_profiles = (staircase_profiles(_batch_sizes(profiles)) if profiles
+                      else (tuple(_batch_sizes(batch or "1,1,8", count=3)),))
+    paths = build_model_engines(model_dir, precision=precision, profiles=batch_profiles,
                                 workspace_bytes=int(workspace * 2**30), refittable=refit,
                                 plugin_library=plugin_library if plugins else None)
     click.echo(f"built {len(paths)} {precision} engines in {paths[0].parent}")

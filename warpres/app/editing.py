@@ -23,6 +23,15 @@ def edit_faces(session, frames: Sequence[np.ndarray], crops: Sequence[FaceCrop],
             for images in edited]
 
 
+def frame_editor(session, edits: Sequence, latent_filter, *, align_faces: bool = False
+                 ) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """RGB frames -> edited RGB frames (for `run_video`): the whole frame, or with `align_faces`
+    each frame's largest face (`face_frame_editor`)."""
+    if align_faces:
+        return face_frame_editor(session, edits, latent_filter)
+    return lambda frames: list(session.edit(session.invert(frames, latent_filter=latent_filter), edits))
+
+
 def face_frame_editor(session, edits: Sequence, latent_filter) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
     """RGB frames -> edited RGB frames (for `run_video`): each frame's largest face is edited and
     pasted back; frames without a face pass through unedited."""

@@ -24,6 +24,7 @@ class Output:
 
     suffix: str
     edit_sets: tuple[tuple[EditRequest, ...] | None, ...]  # one image per entry, joined left to right
+    labels: tuple[str, ...] | None = None  # drawn on each image of a strip (a sweep's strengths)
 
 
 def slug(spec: str) -> str:
@@ -43,7 +44,7 @@ def plan_outputs(specs: Sequence[str], strengths: np.ndarray | None) -> list[Out
         names = [request.name for request in parse_edit_spec(spec)]
         # Strengths as the strip labels print them (6 significant digits), so a label is what was applied.
         sets = tuple(tuple(EditRequest(name, float(f"{value:g}")) for name in names) for value in strengths)
-        outputs.append(Output(f"{slug('+'.join(names))}_sweep", sets))
+        outputs.append(Output(f"{slug('+'.join(names))}_sweep", sets, tuple(f"{value:+g}" for value in strengths)))
     return outputs
 
 

@@ -125,6 +125,13 @@ def _profile_shapes(shape: Sequence[int], batches: tuple[int, int, int], name: s
     return [(batch, *shape[1:]) for batch in batches]
 
 
+def staircase_profiles(sizes: Sequence[int]) -> tuple[tuple[int, int, int], ...]:
+    """One profile per batch size, each covering the sizes above the previous one and tuned for
+    its own: (1, 8, 32) -> (1..1 @1, 2..8 @8, 9..32 @32)."""
+    ordered = sorted(set(sizes))
+    return tuple((low, size, size) for low, size in zip([1, *(s + 1 for s in ordered)], ordered, strict=False))
+
+
 def _check_profiles(profiles: Sequence[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:
     checked = [tuple(int(batch) for batch in profile) for profile in profiles]
     if not checked or any(len(p) != 3 or not 1 <= p[0] <= p[1] <= p[2] for p in checked):

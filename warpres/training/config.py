@@ -224,6 +224,19 @@ class TrainConfig:
         return json.dumps(asdict(self), default=str, sort_keys=True)
 
 
+def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Command-line overrides, KEY=VALUE with a dotted key and a YAML value (losses.flow=2)."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. schedule.eval_every=500), got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML training config; `overrides` maps dotted keys ("schedule.eval_every") to values."""
     import yaml

@@ -9,6 +9,7 @@ import sys
 import cv2
 import numpy as np
 
+from warpres.media.annotate import draw_label
 from warpres.media.video import VideoError
 
 WINDOW_NAME = "warpres"
@@ -58,15 +59,7 @@ class FpsMeter:
 def draw_overlay(frame: np.ndarray, fps: float | None, latency_ms: float | None) -> np.ndarray:
     """Draw "<fps> fps  <latency> ms" in the top-left corner of an RGB uint8 frame, in place."""
     text = f"{'--' if fps is None else f'{fps:.1f}'} fps  {'--' if latency_ms is None else f'{latency_ms:.0f}'} ms"
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    (unit_width, _), _ = cv2.getTextSize(text, font, 1.0, 1)
-    scale = max(0.3, min(1.5, 0.35 * frame.shape[1] / unit_width))
-    thickness = max(1, round(2 * scale))
-    (_, text_height), baseline = cv2.getTextSize(text, font, scale, thickness)
-    origin = (max(2, round(6 * scale)), max(2, round(6 * scale)) + text_height)
-    cv2.putText(frame, text, origin, font, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)  # outline: readable anywhere
-    cv2.putText(frame, text, origin, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
-    return frame
+    return draw_label(frame, text)
 
 
 def side_by_side(original: np.ndarray, edited: np.ndarray) -> np.ndarray:
