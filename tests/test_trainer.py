@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 from tests.conftest import tiny_editing_model
 from warpres.checkpoints import load_checkpoint, save_model
 from warpres.cli import main
-from warpres.demo.regressor import AttributeRegressor, DomainFeatures
+from warpres.demo.regressor import AttributeRegressor
+from warpres.training.domain import DomainFeatures
 from warpres.errors import CheckpointError, TrainingError
 from warpres.images import to_uint8
 from warpres.models.discriminator import Discriminator, DiscriminatorConfig

@@ -39,7 +39,8 @@ from warpres.demo.evaluation import HELD_OUT_SEED
 from warpres.demo.fitting import FitConfig, fit, load_fitted
 from warpres.demo.generator import RESOLUTION, fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
-from warpres.demo.regressor import AttributeRegressor, explained_variance, load_domain_features, load_regressor
+from warpres.demo.regressor import AttributeRegressor, explained_variance, load_regressor
+from warpres.training.domain import load_domain_features
 from warpres.demo.renderer import render
 from warpres.demo.showcase import DIRECTIONS
 from warpres.demo.showcase import SAMPLES as SAMPLES_FOLDER

@@ -4,7 +4,7 @@ On held-out renders (the prior's faces with their detail seeds), for each model 
 StyleRes, WarpRes) running on a runtime backend:
 
 - reconstruction: PSNR and SSIM against the input, and the domain perceptual distance
-  (`warpres.demo.regressor.feature_distance`);
+  (`warpres.training.domain.feature_distance`);
 - edits: for each EDITS entry, the attribute change the regressor reads between the edited
   image and the reconstruction, beside the change it reads between the ground truth and the
   input (the strength, in the same units, less what the attribute's range clips),
@@ -31,7 +31,8 @@ from tqdm import tqdm
 from warpres.benchmark import psnr
 from warpres.demo.directions import FIELD_EDITS
 from warpres.demo.prior import params_from_latent, sample_latent
-from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, feature_distance, hue_from_targets
+from warpres.demo.regressor import TARGET_NAMES, AttributeRegressor, hue_from_targets
+from warpres.training.domain import feature_distance
 from warpres.demo.renderer import FaceParams, render, render_with_masks
 from warpres.demo.showcase import EDITS, edited_truth
 from warpres.export import export_checkpoint

@@ -82,8 +82,8 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class PerceptualConfig:
-    """network: 'vgg16' (torchvision-format ImageNet weights) or 'domain' (a `warpres.demo`
-    attribute regressor, for the demo domain); weights: its file (None: perceptual loss off,
+    """network: 'vgg16' (torchvision-format ImageNet weights) or 'domain' (a domain's own
+    `warpres.training.domain.DomainNetwork`, e.g. the demo's attribute regressor); weights: its file (None: perceptual loss off,
     with a warning)."""
 
     network: str = "vgg16"

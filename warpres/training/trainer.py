@@ -282,7 +282,7 @@ class Trainer:
         if perceptual.weights is None:
             return None
         if perceptual.network == "domain":
-            from warpres.demo.regressor import load_domain_features
+            from warpres.training.domain import load_domain_features
 
             return PerceptualLoss(load_domain_features(perceptual.weights))
         return PerceptualLoss(VGG16Features.from_file(perceptual.weights))
