@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,6 +96,62 @@ def tiny_editing_model(family: str, encoder_kind: str = "e4e") -> EditingModel:
     encoder.set_latent_avg(0.1 * torch.randn(10, 32))
     branch = None if family == "inversion" else randomize_(tiny_branch(family))
     return EditingModel(randomize_(generator), randomize_batchnorm_(randomize_(encoder)), branch).eval()
+
+
+def family_model(family: str) -> EditingModel:
+    """The tiny warpres model; for the other families its generator and encoder with the tiny
+    StyleRes branch, or none (so the families share E0 and G, and their traces)."""
+    model = tiny_editing_model("warpres")
+    if family == "warpres":
+        return model
+    torch.manual_seed(1)
+    branch = None if family == "inversion" else randomize_(tiny_branch("styleres"))
+    return EditingModel(model.generator, model.encoder, branch).eval()
+
+
+def tiny_directions():
+    from warpres.edits import DirectionLibrary, LinearDirection
+
+    rng = np.random.default_rng(0)
+    return DirectionLibrary([LinearDirection("smile", rng.standard_normal(32).astype(np.float32)),
+                             LinearDirection("age", rng.standard_normal((10, 32)).astype(np.float32))])
+
+
+@dataclass(frozen=True)
+class Exported:
+    model: EditingModel
+    folder: object  # warpres.stages.ModelFolder
+    directions: object | None  # warpres.edits.DirectionLibrary
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory) -> Callable[[str], Exported]:
+    """family -> `family_model(family)` exported (portable, validated) once per test session;
+    warpres with `tiny_directions()`. Shared: a test that writes into a folder (engines,
+    tampering) works on `copy_of(...)`."""
+    from warpres.export import export_model
+
+    made: dict[str, Exported] = {}
+    traced: dict = {}  # the families share E0 and G: their stages are traced once
+
+    def export(family: str) -> Exported:
+        if family not in made:
+            model = family_model(family)
+            directions = tiny_directions() if family == "warpres" else None
+            folder = export_model(model, tmp_path_factory.mktemp(family) / "model", directions=directions,
+                                  progress=False, traced=traced)
+            made[family] = Exported(model, folder, directions)
+        return made[family]
+
+    return export
+
+
+def copy_of(folder, destination: Path):
+    """A writable copy of a shared exported folder at `destination`, opened."""
+    from warpres.stages import open_model_folder
+
+    shutil.copytree(folder.path, destination)
+    return open_model_folder(destination)
 
 
 def torch_edit(model: EditingModel, images: torch.Tensor, edits=None, **options) -> torch.Tensor:

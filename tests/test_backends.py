@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_editing_model
 
 from warpres.errors import BackendError
-from warpres.export import export_model, spec_for
+from warpres.export import spec_for
 from warpres.models.subgraphs import stage_module
 from warpres.runtime.backends import BACKEND_NAMES, available, create_backend, load_stage_graph
 from warpres.runtime.backends import onnxruntime as ort_backend
@@ -49,18 +48,9 @@ KINDS = {
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """family -> (model, its exported folder); each family exported once, when first asked for."""
-    done = {}
-
-    def get(family: str):
-        if family not in done:
-            model = tiny_editing_model(family)
-            folder = export_model(model, tmp_path_factory.mktemp(family) / "model", validate=False, progress=False)
-            done[family] = model, folder
-        return done[family]
-
-    return get
+def exported(exports):
+    """family -> (model, its exported folder): conftest's session-wide export."""
+    return lambda family: (exports(family).model, exports(family).folder)
 
 
 @pytest.fixture(scope="module")

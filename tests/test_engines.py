@@ -24,10 +24,9 @@ pytest.importorskip("modelopt.onnx.autocast", reason="needs ModelOpt AutoCast: p
 
 from click.testing import CliRunner  # noqa: E402
 
-from tests.conftest import tiny_editing_model  # noqa: E402
+from tests.conftest import copy_of  # noqa: E402
 from warpres.cli import main  # noqa: E402
 from warpres.errors import BackendError, ExportError  # noqa: E402
-from warpres.export import export_model  # noqa: E402
 from warpres.export.engines import build_engine, build_features, build_model_engines  # noqa: E402
 from warpres.export.fp16 import FP32_OP_TYPES, compare_fp16, grid_math_nodes  # noqa: E402
 from warpres.export.validation import validation_activations  # noqa: E402
@@ -45,16 +44,17 @@ PROFILES = ((1, 2, 4),)
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(exports):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: a second intra-op thread only costs
-    yield tiny_editing_model("warpres")
+    yield exports("warpres").model
     torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
-def folder(model, tmp_path_factory) -> ModelFolder:
-    return export_model(model, tmp_path_factory.mktemp("warpres") / "model", validate=False, progress=False)
+def folder(exports, tmp_path_factory) -> ModelFolder:
+    """The shared export, copied: this module builds engines into it."""
+    return copy_of(exports("warpres").folder, tmp_path_factory.mktemp("warpres") / "model")
 
 
 @pytest.fixture(scope="module")

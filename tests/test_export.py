@@ -14,7 +14,6 @@ import copy
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,16 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from tests.conftest import randomize_, tiny_branch, tiny_editing_model, torch_edit
-from warpres.edits import DirectionLibrary, LinearDirection
+from tests.conftest import (
+    Exported,
+    family_model,
+    randomize_,
+    tiny_branch,
+    tiny_directions,
+    tiny_editing_model,
+    torch_edit,
+)
+from warpres.edits import DirectionLibrary
 from warpres.errors import ExportError, ModelFolderError
 from warpres.export import OPSET, export_model, model_config, model_id, spec_for, validate_graph, validate_model_folder
 from warpres.export import graph as export_graph
@@ -58,19 +65,6 @@ FAMILIES = ["inversion", "styleres", "warpres"]
 STAGE_COUNTS = {"inversion": 3, "styleres": 5, "warpres": 6}
 
 
-@dataclass(frozen=True)
-class Exported:
-    model: EditingModel
-    folder: ModelFolder
-    directions: DirectionLibrary | None
-
-
-def tiny_directions() -> DirectionLibrary:
-    rng = np.random.default_rng(0)
-    return DirectionLibrary([LinearDirection("smile", rng.standard_normal(32).astype(np.float32)),
-                             LinearDirection("age", rng.standard_normal((10, 32)).astype(np.float32))])
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """Tiny tensors: handing microsecond ops to a second intra-op thread costs more than it saves
@@ -87,35 +81,6 @@ def all_torch_threads(one_torch_thread):
     torch.set_num_threads(one_torch_thread)
     yield
     torch.set_num_threads(1)
-
-
-def family_model(family: str) -> EditingModel:
-    """conftest's tiny warpres model; for the other families its generator and encoder with
-    conftest's tiny StyleRes branch, or none."""
-    model = tiny_editing_model("warpres")
-    if family == "warpres":
-        return model
-    torch.manual_seed(1)
-    branch = None if family == "inversion" else randomize_(tiny_branch("styleres"))
-    return EditingModel(model.generator, model.encoder, branch).eval()
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> Callable[[str], Exported]:
-    """family -> its tiny model exported (with validation) once per module; warpres with directions."""
-    made: dict[str, Exported] = {}
-    traced: dict[str, onnx.ModelProto] = {}  # the families share E0 and G: their stages are traced once
-
-    def export(family: str) -> Exported:
-        if family not in made:
-            model = family_model(family)
-            directions = tiny_directions() if family == "warpres" else None
-            folder = export_model(model, tmp_path_factory.mktemp(family) / "model", directions=directions,
-                                  progress=False, traced=traced)
-            made[family] = Exported(model, folder, directions)
-        return made[family]
-
-    return export
 
 
 @pytest.fixture

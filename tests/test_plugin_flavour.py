@@ -181,10 +181,9 @@ def test_the_cli_builds_a_plugin_export_only_with_plugins_and_a_portable_one_onl
     assert result.exit_code != 0 and "holds plugin graphs: pass --plugins" in result.output
 
 
-def test_a_portable_folder_takes_no_plugin_library(tmp_path):
+def test_a_portable_folder_takes_no_plugin_library(exports, tmp_path):
     Path(tmp_path / "lib.so").write_bytes(b"")
-    model = tiny_editing_model("inversion")
-    folder = export_model(model, tmp_path / "model", validate=False, progress=False)
+    folder = exports("inversion").folder  # refused before anything is written into it
     with pytest.raises(ExportError, match="the portable flavour has no plugin nodes; export with --flavour plugin"):
         build_model_engines(folder.path, plugin_library=tmp_path / "lib.so", progress=False)
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_editing_model
+from conftest import copy_of, tiny_editing_model
 
 pytest.importorskip("onnxruntime")
 
@@ -226,10 +226,9 @@ class FakeTensorRT:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> ModelFolder:
-    torch.manual_seed(0)
-    return export_model(tiny_editing_model("warpres"), tmp_path_factory.mktemp("trt") / "model", validate=False,
-                        progress=False)
+def folder(exports, tmp_path_factory) -> ModelFolder:
+    """The shared export, copied: this module writes engines into it."""
+    return copy_of(exports("warpres").folder, tmp_path_factory.mktemp("trt") / "model")
 
 
 def write_engines(folder: ModelFolder, precision: str = "fp16", target: EngineTarget = FAKE_TRT,
