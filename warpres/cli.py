@@ -18,7 +18,7 @@ from warpres.app.outputs import OutputCollisionError, plan_outputs, refuse_colli
 from warpres import __version__
 from warpres.errors import WarpresError
 from warpres.media import quiet_opencv
-from warpres.precision import ALIASES, BACKEND_PRECISIONS, PRECISIONS
+from warpres.precision import ALIASES, BACKEND_PRECISIONS, PRECISIONS, precision_help
 from warpres.runtime.backends import BACKEND_NAMES
 
 log = logging.getLogger("warpres")
@@ -26,8 +26,6 @@ log = logging.getLogger("warpres")
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
-
-BACKENDS = BACKEND_NAMES
 
 
 class _BackendCommand(click.Command):
@@ -86,25 +84,18 @@ class _PrecisionOption(click.Option):
             return super().get_help_record(ctx)
         general = self.type, self.help
         self.type = _PrecisionChoice(BACKEND_PRECISIONS[backend])
-        self.help = f"Precision [default: {DEFAULT_PRECISION_HELP.get(backend, 'fp32')}] (f32 is read as fp32)."
+        self.help = precision_help(backend)
         try:
             return super().get_help_record(ctx)
         finally:
             self.type, self.help = general
 
 
-DEFAULT_PRECISION_HELP = {"openvino": "bf16 where the CPU has it, else fp32", "tensorrt": "the best engines built"}
-PRECISION_HELP = ("Precision [default: the backend's; openvino bf16 where the CPU has it, tensorrt the best engines "
-                  "built]; each backend runs: " + "; ".join(f"{backend} {', '.join(accepted)}"
-                                                           for backend, accepted in BACKEND_PRECISIONS.items())
-                  + " (f32 is read as fp32).")
-
-
 backend_option = click.option(
-    "--backend", type=click.Choice(BACKENDS), default="auto",
+    "--backend", type=click.Choice(BACKEND_NAMES), default="auto",
     help="What runs the graphs; auto: TensorRT on a GPU, ONNX Runtime CUDA, OpenVINO, ONNX Runtime CPU.")
 precision_option = click.option("--precision", cls=_PrecisionOption, type=_PrecisionChoice(PRECISIONS), default=None,
-                                show_default=False, help=PRECISION_HELP)
+                                show_default=False, help=precision_help())
 directions_option = click.option(
     "--directions", type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder of edit directions (InterfaceGAN .pt, GANSpace *_pca.pt + csv, .npy, a saved library).")

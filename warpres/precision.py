@@ -21,6 +21,18 @@ BACKEND_PRECISIONS = {
     "tensorrt": ("fp32", "fp16"),       # the engines `warpres build` makes, one precision for all stages
 }
 
+DEFAULT_PRECISIONS = {"openvino": "bf16 where the CPU has it, else fp32", "tensorrt": "the best engines built"}
+
+
+def precision_help(backend: str | None = None) -> str:
+    """What --precision accepts, for `backend` or (None) for every backend."""
+    if backend in BACKEND_PRECISIONS:
+        return f"Precision [default: {DEFAULT_PRECISIONS.get(backend, 'fp32')}] (f32 is read as fp32)."
+    defaults = "; ".join(f"{name} {text}" for name, text in DEFAULT_PRECISIONS.items())
+    return (f"Precision [default: the backend's; {defaults}]; each backend runs: " + "; ".join(f"{name} {', '.join(accepted)}"
+                                                  for name, accepted in BACKEND_PRECISIONS.items())
+            + " (f32 is read as fp32).")
+
 
 def normalize_precision(precision: str | None) -> str | None:
     """`precision` in the vocabulary (`f32` -> `fp32`); None stays None (the backend's default).
