@@ -27,7 +27,6 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-
 class _BackendCommand(click.Command):
     """Notes the --backend given before --help, so that --help lists what that backend accepts
     (click processes --help before the other options: it has to be read from the raw arguments)."""
@@ -269,8 +268,7 @@ def bench(model: Path, backend: str, precision: str | None, batches: str | None,
 
     sizes = _batch_sizes(batches or ("1,8,32" if backend == "tensorrt" else "1,4,16"))
     click.echo(bench_report(model, backend, precision, sizes, iterations=iterations, edit_spec=edit_spec,
-                            directions=directions, reference=reference, checkpoint=checkpoint,
-                            warn=_warn,
+                            directions=directions, reference=reference, checkpoint=checkpoint, warn=_warn,
                             status=lambda line: click.echo(line, err=True)))
 
 

@@ -8,8 +8,8 @@ import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from warpres.app.sessions import open_session as open_with_exporter
 from warpres.benchmark import fixed_latent_shift, measure, stage_table, synthetic_images, table
-from warpres.app.sessions import open_session as open_any
 from warpres.runtime.backends import available
 from warpres.stages import is_model_folder
 
@@ -21,7 +21,7 @@ def bench_report(model: Path, backend: str, precision: str | None, sizes: Sequen
     """Measure every session at every batch size; the speed-up/PSNR table and the per-stage table.
     The reference runs the checkpoint (`model` itself, or `checkpoint` for an exported folder)."""
     gpu = backend == "tensorrt"
-    open_session = functools.partial(open_any, directions=directions, max_batch=max(sizes))
+    open_session = functools.partial(open_with_exporter, directions=directions, max_batch=max(sizes))
     sessions = [open_session(model, backend, precision=precision)]
     if gpu:
         sessions.append(open_session(model, backend, precision=precision, backend_options={"cuda_graphs": False}))
