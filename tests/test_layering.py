@@ -29,6 +29,7 @@ FORBIDDEN = {
     "warpres.checkpoints": ("warpres.training", "warpres.export", "warpres.runtime", "warpres.app", "warpres.cli"),
     "warpres.export": ("warpres.app", "warpres.cli", "warpres.training"),
     "warpres.training": ("warpres.app", "warpres.cli", "warpres.export"),
+    "warpres.calibration": ("warpres.app", "warpres.cli", "warpres.training"),
     "warpres.app": ("warpres.cli",),
     "warpres.cli": (),
 }

@@ -411,6 +411,41 @@ def build(model_dir: Path, precision: str | None, batch: str | None, profiles: s
 
 @main.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of photos like the ones you will edit (at least 8; a quarter is held out to measure).")
+@click.option("--edits", "edit_spec", help="Edits to calibrate under, e.g. smile=2,pose=1.5 (each at both signs) "
+                                           "[default: every direction at the strength users apply, both signs].")
+@click.option("--random-edits", type=click.IntRange(1), help="Calibrate under N random edits instead.")
+@click.option("--precision", type=click.Choice(["int8", "mixed"]), default="mixed",
+              help="int8: every stage quantized; mixed: stages whose INT8 misses the bar stay float.")
+@click.option("--target", type=click.Choice(["openvino", "tensorrt", "all"]), default="openvino",
+              help="openvino: NNCF INT8 IR for the CPU runtime; tensorrt: ModelOpt Q/DQ graphs for `warpres build`.")
+@click.option("--method", type=click.Choice(["max", "entropy"]), default="max", help="Activation range calibration.")
+@click.option("--bar", "bar_db", type=click.FloatRange(0), default=35.0,
+              help="Final-image PSNR (dB) against FP32 the held-out images must reach for auto to use it.")
+@directions_option
+def calibrate(model_dir: Path, images_dir: Path, edit_spec: str | None, random_edits: int | None, precision: str,
+              target: str, method: str, bar_db: float, directions: Path | None) -> None:
+    """Write INT8 / mixed-precision graphs for MODEL_DIR, calibrated on the photos in --images, with an
+    accuracy report (per stage, and final images per edit on held-out photos)."""
+    from warpres.calibration.calibrate import TARGETS, calibrate as run_calibration
+    from warpres.calibration.data import both_signs
+    from warpres.edits import parse_edit_spec
+
+    if edit_spec and random_edits:
+        raise click.UsageError("give --edits or --random-edits, not both")
+    edit_sets = both_signs(parse_edit_spec(edit_spec)) if edit_spec else None
+    for name in TARGETS if target == "all" else (target,):
+        result = run_calibration(model_dir, images_dir, target=name, precision=precision, method=method,
+                                 edit_sets=edit_sets, random_edits=random_edits, directions=directions,
+                                 bar_db=bar_db)
+        verdict = "meets" if result.report.meets_bar else "MISSES (kept, never picked by auto)"
+        click.echo(f"{name}: {'unchanged' if result.reused else 'wrote'} {result.path} ({result.report.summary()}; "
+                   f"{verdict})")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--precision", "precisions", multiple=True, type=_PrecisionChoice(BACKEND_PRECISIONS["tensorrt"]),
               default=("fp32", "fp16"), help="Engine precisions to check (repeatable).")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),

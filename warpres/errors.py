@@ -35,3 +35,7 @@ class ConfigError(WarpresError):
 
 class TrainingError(WarpresError):
     """A training run cannot start or continue (no images, a checkpoint from another run, NaN losses)."""
+
+
+class CalibrationError(WarpresError):
+    """A calibration that cannot run: too few usable images, a folder it cannot calibrate."""

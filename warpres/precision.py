@@ -1,4 +1,7 @@
-"""The one precision vocabulary (ARCHITECTURE §3): fp32, bf16, fp16, int8, and what each backend runs.
+"""The one precision vocabulary (ARCHITECTURE §3): fp32, bf16, fp16, int8, mixed, and what each backend runs.
+
+int8 and mixed run the graphs `warpres calibrate` wrote (warpres.calibration): int8 every stage
+quantized, mixed the calibration's plan (INT8 where it met the bar, float elsewhere).
 
 Library calls, the CLI and engine files all name precisions this way; `f32` is accepted as an
 alias of `fp32` and normalised where a precision enters (Session, create_backend, a backend's
@@ -12,16 +15,19 @@ from collections.abc import Mapping
 
 from warpres.errors import BackendError
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "mixed")
+CALIBRATED = ("int8", "mixed")  # precisions that need a calibration
 ALIASES = {"f32": "fp32"}
 BACKEND_PRECISIONS = {
-    "openvino": ("fp32", "bf16"),       # bf16 on CPUs with AMX / AVX512-BF16 (else fp32, with a warning)
+    "openvino": ("fp32", "bf16", "int8", "mixed"),  # bf16 on CPUs with AMX / AVX512-BF16 (else fp32, with a
+                                                    # warning); int8 / mixed from a calibration
     "onnxruntime": ("fp32",),
     "torch": ("fp32", "bf16"),          # bf16: autocast convolutions, channels-last
     "tensorrt": ("fp32", "fp16"),       # the engines `warpres build` makes, one precision for all stages
 }
 
-DEFAULT_PRECISIONS = {"openvino": "bf16 where the CPU has it, else fp32", "tensorrt": "the best engines built"}
+DEFAULT_PRECISIONS = {"openvino": "the calibration where it met its bar, else bf16 where the CPU has it, else fp32",
+                      "tensorrt": "the best engines built"}
 
 
 def precision_help(backend: str | None = None) -> str:

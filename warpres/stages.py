@@ -224,6 +224,55 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class CalibratedStage:
+    """A stage's reduced-precision graph and the SHA-256 of the FP32 graph it was calibrated from:
+    a folder whose FP32 graph changed since has its calibrated graph refused."""
+
+    file: FileEntry
+    source_sha256: str
+    weights: FileEntry | None = None  # an OpenVINO IR's .bin beside its .xml
+
+    @property
+    def files(self) -> tuple[FileEntry, ...]:
+        return (self.file,) if self.weights is None else (self.file, self.weights)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One target's calibrated graphs (``warpres calibrate``), as the manifest records them.
+
+    target: "openvino" (the CPU runtimes) or "tensorrt". precision: "int8" (every stage
+    quantized, with measured exclusions inside) or "mixed" (the stages whose INT8 missed the bar
+    run in float). stages: the quantized stages. meets_bar: whether the held-out accuracy met
+    `plan["bar_db"]`; `auto` never picks a calibration that did not. plan: method, images' hash,
+    exclusions and per-stage precision (informative). report: the accuracy report's file name.
+    """
+
+    target: str
+    precision: str
+    stages: dict[str, CalibratedStage]
+    meets_bar: bool
+    plan: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "meets_bar": self.meets_bar, "report": self.report, "plan": self.plan,
+                "stages": {name: {"file": entry.file.file, "sha256": entry.file.sha256,
+                                  "source_sha256": entry.source_sha256,
+                                  **({"weights": {"file": entry.weights.file, "sha256": entry.weights.sha256}}
+                                     if entry.weights else {})} for name, entry in self.stages.items()}}
+
+    @classmethod
+    def from_dict(cls, target: str, data: dict[str, Any]) -> Calibration:
+        return cls(target=target, precision=data["precision"], meets_bar=bool(data["meets_bar"]),
+                   report=data.get("report"), plan=dict(data.get("plan", {})),
+                   stages={name: CalibratedStage(FileEntry(entry["file"], entry["sha256"]), entry["source_sha256"],
+                                                 FileEntry(entry["weights"]["file"], entry["weights"]["sha256"])
+                                                 if "weights" in entry else None)
+                           for name, entry in data["stages"].items()})
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What `manifest.json` says about an exported model folder.
 
@@ -232,7 +281,8 @@ class Manifest:
     each graph's metadata too. io: per stage, each input and output tensor's spec (the
     encoder's input `image` and the tail's output `image` share a name, not a shape).
     graphs: stage name -> file. directions: the two direction files, if the model has edit directions. versions: the
-    package versions that exported it (informative).
+    package versions that exported it (informative). calibrations: target -> its calibrated
+    graphs (`warpres calibrate`), absent until a calibration.
     """
 
     family: str
@@ -244,6 +294,7 @@ class Manifest:
     graphs: dict[str, FileEntry]
     directions: dict[str, FileEntry] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -282,6 +333,8 @@ class Manifest:
                        for stage in self.stages},
             "directions": {role: {"file": e.file, "sha256": e.sha256} for role, e in self.directions.items()},
             "versions": self.versions,
+            **({"calibration": {target: c.to_dict() for target, c in self.calibrations.items()}}
+               if self.calibrations else {}),
         }
 
     @classmethod
@@ -305,6 +358,9 @@ class Manifest:
                                            f"{list(stage.outputs)}")
             directions = data.get("directions", {})
             files = [recorded[s.name]["file"] for s in stages] + [e["file"] for e in directions.values()]
+            files += [file for calibration in data.get("calibration", {}).values()
+                      for entry in calibration["stages"].values()
+                      for file in (entry["file"], *([entry["weights"]["file"]] if "weights" in entry else []))]
             if not all(isinstance(file, str) for file in files):
                 raise ModelFolderError(f"{source}: file names must be strings, got {files}")
             if directions and {role: e["file"] for role, e in directions.items()} != DIRECTION_FILES:
@@ -320,6 +376,8 @@ class Manifest:
                 graphs={s.name: FileEntry(recorded[s.name]["file"], recorded[s.name]["sha256"]) for s in stages},
                 directions={role: FileEntry(e["file"], e["sha256"]) for role, e in data.get("directions", {}).items()},
                 versions=dict(data.get("versions", {})),
+                calibrations={target: Calibration.from_dict(target, entry)
+                              for target, entry in data.get("calibration", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFolderError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from None
@@ -338,6 +396,20 @@ class ModelFolder:
 
     def graph_path(self, stage: Stage) -> Path:
         return self.path / self.manifest.graphs[stage.name].file
+
+    def calibrated_graph_path(self, target: str, stage: Stage) -> Path:
+        """The stage's calibrated graph for `target`; ModelFolderError when there is none, or when
+        the stage's FP32 graph changed after calibration (recalibrate)."""
+        calibration = self.manifest.calibrations.get(target)
+        if calibration is None or stage.name not in calibration.stages:
+            raise ModelFolderError(f"{self.path}: no {target} calibrated graph for stage {stage.name}; run "
+                                   f"`warpres calibrate {self.path} --images DIR --target {target}`")
+        entry = calibration.stages[stage.name]
+        if entry.source_sha256 != self.manifest.graphs[stage.name].sha256:
+            raise ModelFolderError(f"{self.path}: the {stage.name} graph changed after calibration; its "
+                                   f"{target} calibrated graph is refused; recalibrate (`warpres calibrate "
+                                   f"{self.path} --images DIR --target {target}`)")
+        return _inside(self.path, entry.file.file, self.path / MANIFEST_NAME)
 
     @property
     def directions_path(self) -> Path | None:
@@ -370,7 +442,9 @@ def open_model_folder(path: str | os.PathLike[str], verify: bool = True) -> Mode
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFolderError(f"{manifest_path}: unreadable ({exc})") from None
     manifest = Manifest.from_dict(data, str(manifest_path))
-    for role, entry in [*manifest.graphs.items(), *manifest.directions.items()]:
+    calibrated = [(f"{target} {name} calibrated graph", file) for target, calibration in
+                  manifest.calibrations.items() for name, entry in calibration.stages.items() for file in entry.files]
+    for role, entry in [*manifest.graphs.items(), *manifest.directions.items(), *calibrated]:
         file = _inside(folder, entry.file, manifest_path)
         if not file.is_file():
             raise ModelFolderError(f"{file}: missing ({role} in {manifest_path}); re-export the model")

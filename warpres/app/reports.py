@@ -123,7 +123,24 @@ def folder_info(path: Path) -> list[str]:
         lines.append(f"  edits       {', '.join(DirectionLibrary.load(folder.directions_path).names)}")
     if manifest.versions:
         lines.append("  exported by " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
+    for target, calibration in manifest.calibrations.items():
+        lines += calibration_info(folder, target, calibration)
     return lines
+
+
+def calibration_info(folder, target: str, calibration) -> list[str]:
+    """A calibration's verdict and its accuracy report (`warpres calibrate`), as `info` shows them."""
+    import json
+
+    from warpres.calibration.accuracy import AccuracyReport
+
+    verdict = "met its bar, used by auto" if calibration.meets_bar else "MISSED its bar, never picked by auto"
+    lines = [f"  calibrated  {target} {calibration.precision} ({verdict}): INT8 {', '.join(calibration.stages)}"]
+    try:
+        data = json.loads((folder.path / calibration.report).read_text(encoding="utf-8"))
+        return lines + ["    " + line for line in AccuracyReport.from_dict(data).table()]
+    except (OSError, TypeError, ValueError, KeyError) as exc:
+        return lines + [f"    accuracy report unreadable ({type(exc).__name__}: {exc})"]
 
 
 def checkpoint_info(path: Path) -> list[str]:

@@ -61,12 +61,13 @@ def import_package(module: str, install: str):
 
 
 def load_stage_graph(folder: ModelFolder, stage: Stage,
-                     load: Callable[[Path], tuple[Graph, Sequence[str], Sequence[str]]]) -> Graph:
-    """A stage's graph of the model folder as one ONNX backend holds it. `load(path)` returns the
+                     load: Callable[[Path], tuple[Graph, Sequence[str], Sequence[str]]], path: Path | None = None) -> Graph:
+    """A stage's graph of the model folder (or the graph at `path`, e.g. a calibrated one) as one
+    ONNX backend holds it. `load(path)` returns the
     loaded graph with its input and output names (raising BackendError when the runtime cannot
     load the file); a missing file, or inputs other than the stage's, or outputs lacking one of the
     stage's, are a BackendError naming the file and telling the user to re-export."""
-    path = folder.graph_path(stage)
+    path = path if path is not None else folder.graph_path(stage)
     if not path.is_file():
         raise BackendError(f"{path}: missing ({stage.name} graph of {folder.path}); re-export the model")
     graph, inputs, outputs = load(path)
@@ -268,5 +269,7 @@ def create_backend(name: str, folder: ModelFolder, *, precision: str | Mapping[s
         except BackendError as exc:
             skipped.append(f"{label}: {exc}")
             continue
-        return BackendChoice(backend, f"auto picked {backend.name}: " + "; ".join(skipped))
+        note = getattr(backend, "calibration_note", "")  # openvino: whether a calibration is used, and why
+        return BackendChoice(backend, f"auto picked {backend.name}" + (f" ({note})" if note else "") + ": "
+                             + "; ".join(skipped))
     raise BackendError("no backend can run this model here: " + "; ".join(skipped))
