@@ -24,7 +24,7 @@ import torch
 from cpu_backends import build
 
 from warpres.export import export_model
-from warpres.export.fp16 import FP32_OP_TYPES, compare_fp16, convert_fp16
+from warpres.calibration.fp16 import FP32_OP_TYPES, compare_fp16, convert_fp16
 from warpres.export.validation import validation_activations
 from warpres.files import atomic_path
 from warpres.models.editor import EditingModel

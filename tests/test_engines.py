@@ -1,5 +1,5 @@
 """Claims about building TensorRT engines from an exported model folder (warpres.export.engines)
-and the FP16 graphs they are built from (warpres.export.fp16).
+and the FP16 graphs they are built from (warpres.calibration.fp16).
 
 TensorRT-RTX stands in for TensorRT: it parses and builds on a machine without a GPU (TensorRT
 proper cannot even be imported there). The file skips without tensorrt-rtx or ModelOpt.
@@ -28,7 +28,7 @@ from tests.conftest import copy_of  # noqa: E402
 from warpres.cli import main  # noqa: E402
 from warpres.errors import BackendError, ExportError  # noqa: E402
 from warpres.export.engines import build_engine, build_features, build_model_engines  # noqa: E402
-from warpres.export.fp16 import FP32_OP_TYPES, compare_fp16, grid_math_nodes  # noqa: E402
+from warpres.calibration.fp16 import FP32_OP_TYPES, compare_fp16, grid_math_nodes  # noqa: E402
 from warpres.export.validation import validation_activations  # noqa: E402
 from warpres.runtime.tensorrt.availability import TensorRTInfo, import_tensorrt  # noqa: E402
 from warpres.runtime.tensorrt.engine_file import (  # noqa: E402

@@ -172,67 +172,64 @@ def calibrate(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[s
             raise CalibrationError(f"no stage meets {bar_db:g} dB in INT8 even alone (best: "
                                    f"{max(alone, key=alone.get)} at {max(alone.values()):.1f} dB); keep float, "
                                    f"or lower the bar")
-    runners = {name: quantizer.runner(quantized[name]) for name in chosen}
-
-    held_out = EditProbe(session, images.held_out, sets)
-    held_feeds = collect_stage_inputs(session, images.held_out, rotating_edits(sets))
-    outputs = []
-    for stage in stages:
-        if stage.name in runners:
-            reference = quantizer.runner(quantizer.source_model(stage))
-            outputs += output_accuracy(stage, held_feeds[stage.name], reference, runners[stage.name])
-    float_name = quantizer.float_stage_precision if precision == "mixed" else float_precision
-    report = AccuracyReport(
-        target=target, precision=precision, bar_db=bar_db, float_precision=float_precision,
-        held_out_images=len(images.held_out),
-        stage_precisions={stage.name: "int8" if stage.name in runners else float_name for stage in stages},
-        edits=held_out.measure(runners), outputs=outputs, stage_psnr_db={n: round(v, 2) for n, v in alone.items()})
+    root = folder.path / CALIBRATION_DIR
+    root.mkdir(exist_ok=True)
+    staging = root / f".{target}-{secrets.token_hex(4)}.partial"
+    staging.mkdir()
+    try:
+        files = {stage.name: quantizer.save(quantized[stage.name], staging / f"{stage.name}.int8{quantizer.suffix}")
+                 for stage in stages if stage.name in chosen}
+        # measured as the runtime will load them: from the files
+        runners = {name: quantizer.runner(quantizer.load(paths[0])) for name, paths in files.items()}
+        held_out = EditProbe(session, images.held_out, sets)
+        held_feeds = collect_stage_inputs(session, images.held_out, rotating_edits(sets))
+        outputs = []
+        for stage in stages:
+            if stage.name in runners:
+                reference = quantizer.runner(quantizer.source_model(stage))
+                outputs += output_accuracy(stage, held_feeds[stage.name], reference, runners[stage.name])
+        float_name = quantizer.float_stage_precision if precision == "mixed" else float_precision
+        report = AccuracyReport(
+            target=target, precision=precision, bar_db=bar_db, float_precision=float_precision,
+            held_out_images=len(images.held_out),
+            stage_precisions={stage.name: "int8" if stage.name in runners else float_name for stage in stages},
+            edits=held_out.measure(runners), outputs=outputs, stage_psnr_db={n: round(v, 2) for n, v in alone.items()})
+        report.save(staging / REPORT_NAME)
+        path = _publish(folder, target, staging, files, report, plan={
+            "key": plan_key, "method": method, "bar_db": bar_db, "images_sha256": images.sha256,
+            "images": len(images.names), "held_out": len(images.held_out), "edit_sets": [repr(e) for e in sets],
+            "recipes": {n: recipes[n] for n in chosen}, "stage_precisions": report.stage_precisions,
+            "summary": report.summary()})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when published
     for line in report.table():
         emit(line)
-    path = _write(folder, target, report, {name: quantized[name] for name in chosen}, quantizer, plan={
-        "key": plan_key, "method": method, "bar_db": bar_db, "images_sha256": images.sha256,
-        "images": len(images.names), "held_out": len(images.held_out), "edit_sets": [repr(e) for e in sets],
-        "recipes": {n: recipes[n] for n in chosen}, "stage_precisions": report.stage_precisions,
-        "summary": report.summary()})
     return CalibrationResult(target, report, path, False)
 
 
-def _write(folder, target: str, report: AccuracyReport, models: dict, quantizer, plan: dict) -> Path:
-    """Publish the calibrated graphs and report of `target` (module docstring, step 6)."""
-    root = folder.path / CALIBRATION_DIR
-    root.mkdir(exist_ok=True)
-    token = secrets.token_hex(4)
-    staging = root / f".{target}-{token}.partial"
-    final = root / f"{target}-{token}"
-    staging.mkdir()
-    published = False
+def _publish(folder, target: str, staging: Path, files: dict[str, tuple[Path, ...]], report: AccuracyReport,
+             plan: dict) -> Path:
+    """Move `staging` into place and pin its files in the manifest (module docstring, step 6)."""
+    final = staging.with_name(staging.name[1:].removesuffix(".partial"))
+    os.replace(staging, final)
+    relative = final.relative_to(folder.path)
     try:
-        files = {}
-        for stage in folder.manifest.stages:
-            if stage.name in models:
-                files[stage.name] = quantizer.save(models[stage.name], staging / f"{stage.name}.int8{quantizer.suffix}")
-        report.save(staging / REPORT_NAME)
-        os.replace(staging, final)
-        relative = final.relative_to(folder.path)
-
         def entry(path: Path) -> FileEntry:
             return FileEntry(str(relative / path.name), sha256_file(final / path.name))
 
         stages = {name: CalibratedStage(entry(paths[0]), folder.manifest.graphs[name].sha256,
                                         entry(paths[1]) if len(paths) > 1 else None)
                   for name, paths in files.items()}
-        previous = folder.manifest.calibrations.get(target)
         calibration = Calibration(target, report.precision, stages, report.meets_bar, plan,
                                   str(relative / REPORT_NAME))
         write_manifest(folder.path, dataclasses.replace(
             folder.manifest, calibrations={**folder.manifest.calibrations, target: calibration}))
-        published = True
-    finally:
-        if not published:
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(final, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    previous = folder.manifest.calibrations.get(target)
     if previous is not None and previous.report:
         old = (folder.path / previous.report).parent
-        if old != final and old.parent == root:
+        if old != final and old.parent == final.parent:
             shutil.rmtree(old, ignore_errors=True)
     return final

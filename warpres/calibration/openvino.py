@@ -162,6 +162,9 @@ class OpenVinoQuantizer:
             return {name: np.array(results[port]) for name, port in outputs.items()}
         return run
 
+    def load(self, path: Path):
+        return self.core.read_model(str(path), str(path.with_suffix(".bin")))
+
     def save(self, model, path: Path) -> tuple[Path, Path]:
         """Write the IR (xml + bin, FP32 weights where NNCF left them float)."""
         self.ov.save_model(model, str(path), compress_to_fp16=False)

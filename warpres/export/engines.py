@@ -72,7 +72,7 @@ class BuildFeatures:
 
 def build_features(trt: ModuleType, info: TensorRTInfo) -> BuildFeatures:
     """The one version gate: TensorRT 10 vs 11 vs TensorRT-RTX. FP16 / INT8 builder flags are never
-    used (11 has none): an FP16 engine is built from an FP16 ONNX graph (warpres.export.fp16)."""
+    used (11 has none): an FP16 engine is built from an FP16 ONNX graph (warpres.calibration.fp16)."""
     rtx = info.flavour == "tensorrt-rtx"
     if not rtx and info.major < MIN_TENSORRT_MAJOR:
         raise BackendError(f"TensorRT {info.version} is too old: warpres builds strongly typed networks, "
@@ -223,7 +223,7 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
                         progress: bool = True, plugin_library: str | os.PathLike[str] | None = None) -> list[Path]:
     """One engine per stage of the exported model folder, in stage order, written as
     `engines/<stage>.<precision>.engine` (timing cache: `engines/timing.cache`). For "fp16" each
-    graph is first converted with warpres.export.fp16 to `engines/<stage>.fp16.onnx`; every
+    graph is first converted with warpres.calibration.fp16 to `engines/<stage>.fp16.onnx`; every
     header pins the manifest's SHA-256 of the stage's FP32 graph.
 
     A plugin-flavour folder needs `plugin_library` (default: $WARPRES_PLUGIN_LIBRARY), which every
@@ -240,7 +240,7 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
             bar.set_postfix_str(stage.name)
             source = folder.graph_path(stage)
             if precision == "fp16":
-                from warpres.export.fp16 import convert_fp16
+                from warpres.calibration.fp16 import convert_fp16
 
                 source = convert_fp16(source, engine_dir / f"{stage.name}.fp16.onnx").destination
             path = engine_path(folder.path, stage.name, precision)
