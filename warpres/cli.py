@@ -376,7 +376,9 @@ def export(checkpoint: Path, out_dir: Path, directions: Path | None, validate: b
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--precision", type=_PrecisionChoice(BACKEND_PRECISIONS["tensorrt"]), default=None,
               help="fp16 (default for portable graphs) converts each graph with ModelOpt AutoCast first (style, "
-                   "demodulation, clamps and grid math stay fp32); plugin-flavour engines are fp32.")
+                   "demodulation, clamps and grid math stay fp32); int8 / mixed build the Q/DQ graphs of "
+                   "`warpres calibrate --target tensorrt` (mixed: FP16 for the stages left float); plugin-flavour "
+                   "engines are fp32.")
 @click.option("--batch", help="One optimization profile MIN,OPT,MAX over the batch (default 1,1,8).")
 @click.option("--profiles", help="One profile per batch size, e.g. 1,8,32.")
 @click.option("--workspace", type=click.FloatRange(0.1), default=2.0, help="Builder workspace limit (GiB).")

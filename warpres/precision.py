@@ -23,11 +23,12 @@ BACKEND_PRECISIONS = {
                                                     # warning); int8 / mixed from a calibration
     "onnxruntime": ("fp32",),
     "torch": ("fp32", "bf16"),          # bf16: autocast convolutions, channels-last
-    "tensorrt": ("fp32", "fp16"),       # the engines `warpres build` makes, one precision for all stages
+    "tensorrt": ("fp32", "fp16", "int8", "mixed"),  # the engines `warpres build` makes (int8 / mixed from a
+                                                    # tensorrt calibration), one engine set at a time
 }
 
 DEFAULT_PRECISIONS = {"openvino": "the calibration where it met its bar, else bf16 where the CPU has it, else fp32",
-                      "tensorrt": "the best engines built"}
+                      "tensorrt": "the best engines built (int8 / mixed where their calibration met its bar)"}
 
 
 def precision_help(backend: str | None = None) -> str:

@@ -58,6 +58,14 @@ def output_nodes(graph: onnx.GraphProto) -> list[str]:
     return sorted(found)
 
 
+def grid_math_sharing_nodes(graph: onnx.GraphProto) -> list[str]:
+    """The grid math nodes and every other reader of the tensors they read: ModelOpt puts one Q/DQ
+    pair on a tensor for its quantized readers, which the grid math would then read too."""
+    grid = set(grid_math_nodes(graph))
+    read = {name for node in graph.node if node.name in grid for name in node.input}
+    return sorted(grid | {node.name for node in graph.node if read & set(node.input)})
+
+
 class TensorRTQuantizer:
     """Quantizes one model folder's stages with ModelOpt; runs graphs on ONNX Runtime to measure them."""
 
@@ -92,7 +100,7 @@ class TensorRTQuantizer:
         excluded = []
         if recipe.float_outputs:
             graph = onnx.load(str(source), load_external_data=False).graph
-            excluded = output_nodes(graph) + grid_math_nodes(graph)
+            excluded = output_nodes(graph) + grid_math_sharing_nodes(graph)
         out = self._work / f"{stage.name}.{len(list(self._work.iterdir()))}.onnx"
         try:
             with _quiet_modelopt():

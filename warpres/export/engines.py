@@ -36,6 +36,7 @@ from warpres.errors import BackendError, ExportError
 from warpres.files import atomic_path, sha256_file
 from warpres.runtime.tensorrt.availability import TensorRTInfo, import_tensorrt
 from warpres.runtime.tensorrt.engine_file import (
+    CALIBRATION_TARGET,
     ENGINE_DIR,
     ENGINE_PRECISIONS,
     EngineHeader,
@@ -232,6 +233,7 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
         raise ExportError(f"precision {precision!r}: choose one of {', '.join(ENGINE_PRECISIONS)}")
     folder = open_model_folder(model_dir)
     plugin_library = _plugin_library_for(folder.manifest.flavour, folder.path, plugin_library, precision)
+    calibration = _calibration_for(folder, precision)
     import_tensorrt()  # fail before converting anything
     engine_dir = folder.path / ENGINE_DIR
     paths = []
@@ -239,7 +241,9 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
         for stage in bar:
             bar.set_postfix_str(stage.name)
             source = folder.graph_path(stage)
-            if precision == "fp16":
+            if calibration is not None and stage.name in calibration.stages:
+                source = folder.calibrated_graph_path(CALIBRATION_TARGET, stage)  # Q/DQ: INT8 layers
+            elif precision in ("fp16", "mixed"):
                 from warpres.calibration.fp16 import convert_fp16
 
                 source = convert_fp16(source, engine_dir / f"{stage.name}.fp16.onnx").destination
@@ -252,6 +256,24 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
             logger.info("%s: built in %.1f s", path, time.perf_counter() - start)
             paths.append(path)
     return paths
+
+
+def _calibration_for(folder, precision: str):
+    """The tensorrt calibration an int8 / mixed build needs (None for fp32 / fp16)."""
+    if precision not in ("int8", "mixed"):
+        return None
+    calibration = folder.manifest.calibrations.get(CALIBRATION_TARGET)
+    if calibration is None:
+        raise ExportError(f"{folder.path}: no tensorrt calibration; run `warpres calibrate {folder.path} --images DIR "
+                          f"--target tensorrt --precision {precision}` first")
+    missing = [stage.name for stage in folder.manifest.stages if stage.name not in calibration.stages]
+    if precision == "int8" and missing:
+        raise ExportError(f"{folder.path}: the tensorrt calibration is mixed ({', '.join(missing)} in float); build "
+                          f"--precision mixed, or calibrate with --precision int8")
+    if not calibration.meets_bar:
+        logger.warning("%s: the tensorrt calibration missed its accuracy bar; its engines are built but the "
+                       "runtime does not pick them unless asked for %s", folder.path, precision)
+    return calibration
 
 
 def _plugin_library_for(flavour: str, folder: Path, plugin_library: str | os.PathLike[str] | None,

@@ -102,7 +102,7 @@ class TensorRTDevice:
         if not status.usable:
             raise BackendError(status.problem)
         trt, info, gpu = status.module, status.info, status.gpu
-        precision = normalize_precision(precision) or next(iter(built_precisions(folder)), None)
+        precision = normalize_precision(precision) or next(iter(built_precisions(folder, picked_by_default=True)), None)
         if precision not in ENGINE_PRECISIONS:
             raise BackendError(f"{folder.path}: no complete set of engines (precision {precision!r}); "
                                f"build them with `warpres build {folder.path}`")

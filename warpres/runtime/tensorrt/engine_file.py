@@ -35,7 +35,8 @@ def current_compute_capability() -> str | None:
     return devices[0].sm if devices else None
 
 
-ENGINE_PRECISIONS = ("fp16", "fp32")  # what `warpres build` makes; the order the runtime prefers
+ENGINE_PRECISIONS = ("mixed", "int8", "fp16", "fp32")  # what `warpres build` makes; the order the runtime prefers
+CALIBRATION_TARGET = "tensorrt"  # the calibration int8 / mixed engines are built from
 
 
 def engine_path(model_dir: str | os.PathLike[str], stage: str, precision: str) -> Path:
@@ -137,10 +138,14 @@ def check_engine_header(header: EngineHeader, running: EngineTarget, path: str |
     raise BackendError(f"{path}: the {header.stage} engine {reason}; rebuild the engines with `warpres build`")
 
 
-def built_precisions(folder: ModelFolder) -> list[str]:
-    """The precisions with an engine for every stage, fp16 first."""
+def built_precisions(folder: ModelFolder, *, picked_by_default: bool = False) -> list[str]:
+    """The precisions with an engine for every stage, in ENGINE_PRECISIONS order. With
+    `picked_by_default`, int8 / mixed only where the folder's tensorrt calibration met its bar."""
+    calibration = folder.manifest.calibrations.get(CALIBRATION_TARGET)
+    trusted = calibration is not None and calibration.meets_bar
     return [precision for precision in ENGINE_PRECISIONS
-            if all(engine_path(folder.path, stage.name, precision).is_file() for stage in folder.manifest.stages)]
+            if (trusted or not picked_by_default or precision not in ("int8", "mixed"))
+            and all(engine_path(folder.path, stage.name, precision).is_file() for stage in folder.manifest.stages)]
 
 
 def check_engines(folder: ModelFolder, precision: str, running: EngineTarget, *,
