@@ -37,6 +37,9 @@ setup(
         # and cupy), plus the parts of that extra AutoCast imports (graphsurgeon, polygraphy: its reference runner).
         "fp16": ["nvidia-modelopt", "onnxslim", "onnxconverter-common", "onnxscript", "lief", "cppimport",
                  "onnx-graphsurgeon", "polygraphy"],
+        # INT8 / mixed calibration (`warpres calibrate`): NNCF for OpenVINO, ModelOpt (above) for TensorRT, SSIM.
+        "calibration": ["nvidia-modelopt", "onnxslim", "onnxconverter-common", "onnxscript", "lief", "cppimport",
+                        "onnx-graphsurgeon", "polygraphy", "nncf>=3.0", "scikit-image>=0.22"],
         "test": ["pytest>=8", "scikit-image>=0.22"],  # skimage ships the public-domain portrait the face tests use
     },
     entry_points={"console_scripts": ["warpres = warpres.cli:main"]},

@@ -225,3 +225,23 @@ def test_a_plugin_flavour_folder_says_what_is_supported(exports, tmp_path, photo
     (folder.path / MANIFEST_NAME).write_text(json.dumps(data))
     with pytest.raises(CalibrationError, match="plugin-flavour folder cannot be calibrated.*portable flavour"):
         calibrate(folder.path, photos, progress=False)
+
+
+def test_cli_calibrate_and_info(calibrated, photos, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from warpres.cli import main
+
+    folder, first, _ = calibrated
+    runner = CliRunner()
+    result = runner.invoke(main, ["calibrate", str(folder.path), "--images", str(photos), "--edits", EDITS,
+                                  "--precision", "int8", "--bar", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"openvino: unchanged {first.path}" in result.output and "meets" in result.output
+    result = runner.invoke(main, ["info", str(folder.path)])
+    assert result.exit_code == 0, result.output
+    assert "calibrated  openvino int8 (met its bar, used by auto)" in result.output
+    assert "smile=+1.5" in result.output and "PSNR (dB)" in result.output
+    both = runner.invoke(main, ["calibrate", str(folder.path), "--images", str(photos), "--edits", EDITS,
+                                "--random-edits", "3"])
+    assert both.exit_code == 2 and "not both" in both.output
