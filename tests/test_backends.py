@@ -235,8 +235,8 @@ def test_auto_skips_onnxruntime_for_bf16(exported, monkeypatch):
     ("tensorrt", {}, "tensorrt is not available: no (GPU|engines)"),
     ("tflite", {}, "unknown backend 'tflite'"),
     ("onnxruntime", {"precision": "bf16"}, "^onnxruntime runs fp32, not bf16$"),
-    ("tensorrt", {"precision": "bf16"}, "^tensorrt runs fp32 or fp16, not bf16$"),  # refused before looking for a GPU
-    ("openvino", {"precision": "fp16"}, "^openvino runs fp32 or bf16, not fp16$"),
+    ("tensorrt", {"precision": "bf16"}, "^tensorrt runs fp32 or fp16 or int8 or mixed, not bf16$"),  # refused before looking for a GPU
+    ("openvino", {"precision": "fp16"}, "^openvino runs fp32 or bf16 or int8 or mixed, not fp16$"),
     ("openvino", {"precision": "fp8"}, "unknown precision 'fp8'; choose one of fp32, bf16, fp16, int8"),
     ("openvino", {"device": "cuda"}, "openvino takes the options cache_dir, threads; got device"),
     ("auto", {"device": "cpu"}, "auto picks the device"),
@@ -303,8 +303,9 @@ def test_bf16_on_a_cpu_without_bf16_falls_back_to_fp32_with_a_warning(exported, 
 
 @pytest.mark.parametrize("precision, message", [
     ({"flow": "fp32"}, "names stages \\['flow'\\] this styleres model lacks"),
-    ({"fuse": "fp16"}, "^openvino runs fp32 or bf16, not fp16$"),
-    ("int8", "^openvino runs fp32 or bf16, not int8$"),
+    ({"fuse": "fp16"}, "^openvino runs fp32 or bf16 or int8 or mixed, not fp16$"),
+    ("int8", "no openvino calibration; run `warpres calibrate"),
+    ({"fuse": "int8"}, "no openvino calibration; run `warpres calibrate"),
 ])
 def test_bad_openvino_precision_is_refused(exported, precision, message):
     _, folder = exported("styleres")

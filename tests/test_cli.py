@@ -73,9 +73,10 @@ def test_every_command_has_help():
 @pytest.mark.parametrize("command", ["edit", "video", "bench"])
 def test_precision_help_lists_the_vocabulary_and_what_each_backend_runs(command):
     result = run(command, "--help")
-    assert "[fp32|bf16|fp16|int8]" in result.output
+    assert "[fp32|bf16|fp16|int8|mixed]" in result.output
     help_text = " ".join(result.output.split())
-    for runs in ("openvino fp32, bf16", "onnxruntime fp32", "torch fp32, bf16", "tensorrt fp32, fp16"):
+    for runs in ("openvino fp32, bf16, int8, mixed", "onnxruntime fp32", "torch fp32, bf16",
+                 "tensorrt fp32, fp16, int8, mixed"):
         assert runs in help_text, runs
 
 
@@ -354,8 +355,9 @@ def test_ctrl_c_during_export_says_interrupted_not_export_failed(checkpoint, tmp
     assert not (tmp_path / "model").exists()
 
 
-@pytest.mark.parametrize(("backend", "listed"), [("onnxruntime", "[fp32]"), ("openvino", "[fp32|bf16]"),
-                                                 ("tensorrt", "[fp32|fp16]")])
+@pytest.mark.parametrize(("backend", "listed"), [("onnxruntime", "[fp32]"),
+                                                 ("openvino", "[fp32|bf16|int8|mixed]"),
+                                                 ("tensorrt", "[fp32|fp16|int8|mixed]")])
 def test_help_after_a_backend_lists_only_the_precisions_it_runs(backend, listed):
     for args in (["edit", "--backend", backend, "--help"], ["bench", f"--backend={backend}", "--help"]):
         result = run(*args)

@@ -210,7 +210,7 @@ def test_f32_is_read_as_fp32():
 
 @pytest.mark.parametrize("precision, message", [
     ("fp16", "^torch runs fp32 or bf16, not fp16$"),
-    ("int4", "^unknown precision 'int4'; choose one of fp32, bf16, fp16, int8$"),
+    ("int4", "^unknown precision 'int4'; choose one of fp32, bf16, fp16, int8, mixed$"),
 ])
 def test_a_precision_the_backend_cannot_run_is_refused_naming_what_it_runs(precision, message):
     with pytest.raises(BackendError, match=message):
