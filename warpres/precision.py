@@ -36,8 +36,8 @@ def precision_help(backend: str | None = None) -> str:
     if backend in BACKEND_PRECISIONS:
         return f"Precision [default: {DEFAULT_PRECISIONS.get(backend, 'fp32')}] (f32 is read as fp32)."
     defaults = "; ".join(f"{name} {text}" for name, text in DEFAULT_PRECISIONS.items())
-    return (f"Precision [default: the backend's; {defaults}]; each backend runs: " + "; ".join(f"{name} {', '.join(accepted)}"
-                                                  for name, accepted in BACKEND_PRECISIONS.items())
+    runs = "; ".join(f"{name} {', '.join(accepted)}" for name, accepted in BACKEND_PRECISIONS.items())
+    return (f"Precision [default: the backend's; {defaults}]; each backend runs: " + runs
             + " (f32 is read as fp32).")
 
 

@@ -192,7 +192,8 @@ class AccuracyReport:
             for i, out in enumerate(outputs):
                 head = (f"  {name:<18}{precision:<11}{'' if alone is None else f'{alone:.1f}':>11}  " if i == 0
                         else " " * 42)
-                lines.append(head + ("" if out is None else f"{out.output:<18}{out.max_rel:>10.2e}{out.mean_rel:>10.2e}"))
+                errors = "" if out is None else f"{out.output:<18}{out.max_rel:>10.2e}{out.mean_rel:>10.2e}"
+                lines.append(head + errors)
         lines.append(f"  {'edit':<24}{'PSNR (dB)':>10}{'SSIM':>8}")
         lines += [f"  {e.edit:<24}{e.psnr_db:>10.1f}{e.ssim:>8.4f}" for e in self.edits]
         return lines

@@ -61,7 +61,8 @@ def import_package(module: str, install: str):
 
 
 def load_stage_graph(folder: ModelFolder, stage: Stage,
-                     load: Callable[[Path], tuple[Graph, Sequence[str], Sequence[str]]], path: Path | None = None) -> Graph:
+                     load: Callable[[Path], tuple[Graph, Sequence[str], Sequence[str]]],
+                     path: Path | None = None) -> Graph:
     """A stage's graph of the model folder (or the graph at `path`, e.g. a calibrated one) as one
     ONNX backend holds it. `load(path)` returns the
     loaded graph with its input and output names (raising BackendError when the runtime cannot

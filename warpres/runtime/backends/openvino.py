@@ -124,7 +124,8 @@ class OpenVinoBackend:
             for name in calibration.stages:  # fails now, not at first use, when a source graph changed
                 self._calibrated_path(name)
             summary = calibration.plan.get("summary", "")
-            self.calibration_note = f"calibrated INT8 {'/'.join(calibration.stages)}" + (f" ({summary})" if summary else "")
+            self.calibration_note = (f"calibrated INT8 {'/'.join(calibration.stages)}"
+                                     + (f" ({summary})" if summary else ""))
             return dict.fromkeys(calibration.stages, "int8")
         return precision
 
