@@ -11,7 +11,6 @@ reconstruction, does not turn rounding into infinite relative error).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from warpres.benchmark import psnr
 from warpres.edits import EditRequest
 from warpres.files import atomic_path
 from warpres.stages import Stage
@@ -64,12 +64,6 @@ def edit_label(edits) -> str:
                     else str(getattr(e, "name", e)) for e in edits)
 
 
-def psnr(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """PSNR in dB of uint8 images (inf when identical)."""
-    mse = float(np.mean((reference.astype(np.float64) - candidate.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
 def ssim(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Mean SSIM of (B, H, W, 3) uint8 batches (scikit-image's, per image, averaged)."""
     from skimage.metrics import structural_similarity
@@ -95,11 +89,11 @@ class EditProbe:
 
     def psnr(self, runners: Mapping[str, StageRunner]) -> list[float]:
         """PSNR of each edit set's images (inversion first) with `runners` swapped in."""
-        return [psnr(ref, out) for ref, out in zip(self.references, self._render(runners), strict=True)]
+        return [float(psnr(out, ref)) for ref, out in zip(self.references, self._render(runners), strict=True)]
 
     def measure(self, runners: Mapping[str, StageRunner]) -> list[EditAccuracy]:
         """PSNR and SSIM per edit set with `runners` swapped in."""
-        return [EditAccuracy(edit_label(edits), psnr(ref, out), ssim(ref, out))
+        return [EditAccuracy(edit_label(edits), float(psnr(out, ref)), ssim(ref, out))
                 for edits, ref, out in zip(self.edit_sets, self.references, self._render(runners), strict=True)]
 
 

@@ -148,7 +148,7 @@ def calibrate(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[s
             bar.update(len(images.calibration) - bar.n)
     quantizer = _quantizer(target, folder, float_precision)
     validation = EditProbe(session, images.calibration[:VALIDATION_IMAGES], _spread(sets, VALIDATION_EDITS))
-    quantized, alone, recipes = {}, {}, {}
+    quantized, compiled, alone, recipes = {}, {}, {}, {}
     with tqdm(total=len(stages) * len(quantizer.recipes), desc=f"quantize ({target})", unit="recipe",
               disable=not progress) as bar:
         for stage in stages:
@@ -156,17 +156,18 @@ def calibrate(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[s
             for recipe in quantizer.recipes:
                 bar.set_postfix_str(stage.name)
                 model = quantizer.quantize(stage, feeds[stage.name], recipe, method)
-                score = min(validation.psnr({stage.name: quantizer.runner(model)}))
+                runner = quantizer.runner(model)
+                score = min(validation.psnr({stage.name: runner}))
                 if best is None or score > best[0]:
-                    best = (score, recipe, model)
+                    best = (score, recipe, model, runner)
                 bar.update()
-            alone[stage.name], recipes[stage.name], quantized[stage.name] = best[0], best[1].name, best[2]
+            alone[stage.name], recipes[stage.name], quantized[stage.name], compiled[stage.name] = \
+                best[0], best[1].name, best[2], best[3]
 
     chosen = [stage.name for stage in stages]
     if precision == "mixed":
         by_accuracy = sorted(chosen, key=lambda name: alone[name])
-        while chosen and min(validation.psnr({n: quantizer.runner(quantized[n]) for n in chosen})) < \
-                bar_db + PLAN_MARGIN_DB:
+        while chosen and min(validation.psnr({n: compiled[n] for n in chosen})) < bar_db + PLAN_MARGIN_DB:
             chosen.remove(by_accuracy.pop(0))
         if not chosen:
             raise CalibrationError(f"no stage meets {bar_db:g} dB in INT8 even alone (best: "
