@@ -14,7 +14,9 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "safetensors>=0.4",
-        "opencv-python-headless>=4.8,<5",  # 5.x dropped the Haar cascades used for face crops
+        "opencv-python-headless>=4.8,<5",  # 5.x dropped the Haar cascades of the fallback face detector
+        "yuface>=2023.5",  # face box + 5 landmarks, libfacedetection's network compiled in (BSD; no download)
+        "av>=12",  # PyAV: H.264 video with the input's audio, robust decoding
         "click>=8.1",
         "tqdm>=4.66",
     ],

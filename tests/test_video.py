@@ -21,6 +21,7 @@ from warpres.media.video import VideoError
 from warpres.media.video.display import draw_overlay, highgui_backend
 from warpres.media.video.pipeline import FrameSlot, run_video
 from warpres.media.video.source import FrameSource, open_source
+from warpres.media.video.writer import VideoFileWriter
 
 FRAMES, SIZE, FPS = 20, 64, 25.0
 
@@ -254,7 +255,7 @@ def test_file_is_edited_frame_by_frame_into_a_playable_video(tmp_path, clip, exp
     out = tmp_path / "out.mp4"
     stats = run_video(open_source(path=clip), invert_and_upscale, output=out, overlay=False)
     assert (stats.frames_read, stats.frames_edited, stats.frames_dropped, stats.frames_written) == (20, 20, 0, 20)
-    assert stats.stop_reason == "end_of_input" and stats.output == out and stats.codec == "mp4v"
+    assert stats.stop_reason == "end_of_input" and stats.output == out and stats.codec == "libx264"
     assert stats.mean_latency_ms > 0 and stats.fps > 0
     capture = cv2.VideoCapture(str(out))
     assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (128, 128)
@@ -284,10 +285,21 @@ def test_progress_is_reported_after_every_batch(tmp_path, clip):
     assert seen == [4, 8, 12, 16, 20]
 
 
-def test_avi_output_is_written_as_mjpeg(tmp_path, clip, expected):
+def test_avi_output_is_written_as_mpeg4(tmp_path, clip, expected):
     stats = run_video(open_source(path=clip), invert_and_upscale, output=tmp_path / "out.avi", overlay=False)
-    assert stats.codec == "MJPG"
+    assert stats.codec == "mpeg4"
     assert_frames_match(read_video(tmp_path / "out.avi"), expected)
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mp4", "mp4v"), (".avi", "MJPG")])
+def test_without_pyav_opencv_writes_the_file(tmp_path, expected, suffix, codec):
+    path = tmp_path / f"out{suffix}"
+    writer = VideoFileWriter(path, FPS, (2 * SIZE, 2 * SIZE), encoder="opencv")
+    for frame in expected:
+        writer.write(frame)
+    writer.close()
+    assert writer.codec == codec
+    assert_frames_match(read_video(path), expected)
 
 
 def test_overlay_is_drawn_in_the_top_left_corner_only(tmp_path, clip, expected):

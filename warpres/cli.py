@@ -100,6 +100,26 @@ directions_option = click.option(
     help="Folder of edit directions (InterfaceGAN .pt, GANSpace *_pca.pt + csv, .npy, a saved library).")
 
 
+class _ModelParam(click.ParamType):
+    """A built-in model name (demo, demo:warpres, demo:styleres, demo:e0) or an existing path."""
+
+    name = "MODEL"
+
+    def convert(self, value, param, ctx):
+        from warpres.app.models import DEMO_MODELS, is_builtin
+
+        if isinstance(value, Path) or not is_builtin(str(value)):
+            path = Path(value)
+            if not path.exists():
+                self.fail(f"{value}: no such file or folder (built-in models: {', '.join(DEMO_MODELS)})", param, ctx)
+            return path
+        return str(value)
+
+
+MODEL = _ModelParam()
+MODEL_HELP = "Checkpoint (any supported format), exported model folder, or a built-in model (warpres models)."
+
+
 def _model_options(command):
     """--model and what opens a Session on it: the options edit and video share."""
     for option in (
@@ -108,21 +128,37 @@ def _model_options(command):
                               "you built)."),
             click.option("--max-batch", type=click.IntRange(1), default=8, help="Images per backend call."),
             precision_option, backend_option, directions_option,
-            click.option("--model", "-m", "model", required=True, type=click.Path(exists=True, path_type=Path),
-                         help="Checkpoint (any supported format) or exported model folder.")):
+            click.option("--model", "-m", "model", required=True, type=MODEL, help=MODEL_HELP)):
         command = option(command)
     return command
 
 
-def _open_session(model: Path, backend: str, precision: str | None, directions: Path | None, max_batch: int,
+def _open_session(model: Path | str, backend: str, precision: str | None, directions: Path | None, max_batch: int,
                   allow_embedded_plugins: bool):
+    """(Session, ModelChoice) for a --model."""
+    from warpres.app.models import resolve_model
     from warpres.app.sessions import open_session
 
-    session = open_session(model, backend, precision=precision, directions=directions, max_batch=max_batch,
+    choice = resolve_model(model, backend, directions)
+    session = open_session(choice.path, backend, precision=precision, directions=choice.directions,
+                           max_batch=max_batch,
                            backend_options={"allow_embedded_plugins": True} if allow_embedded_plugins else None)
     reason = session.backend_reason  # why this backend: for -v, not for every run's stderr
     log.info(reason if session.backend.name in reason else f"backend: {session.backend.name} ({reason})")
-    return session
+    return session, choice
+
+
+def _aligner(session, choice, align_faces: bool):
+    from warpres.media.faces import FaceAligner
+
+    return FaceAligner(session.info.image_size, choice.framing) if align_faces else None
+
+
+fit_option = click.option("--fit", type=click.Choice(["crop", "pad"]), default="crop",
+                          help="Without --align-faces: edit the centred square of a non-square image (crop) or the "
+                               "whole image padded to a square (pad); the result keeps the input's size.")
+largest_face_option = click.option("--largest-face", is_flag=True,
+                                   help="With --align-faces: edit only the largest face (default: every face).")
 
 
 # -- edit -------------------------------------------------------------------------------------
@@ -145,17 +181,21 @@ def _parse_sweep(text: str) -> np.ndarray:
               help="Edit spec, e.g. smile=2 or 'age=3,smile=-1'; repeat for more outputs. None: reconstruction.")
 @click.option("--strength-sweep", "sweep", metavar="START:STOP:COUNT",
               help="Write a strip of strengths per --edit (its names, strengths replaced).")
-@click.option("--align-faces", is_flag=True, help="Crop and align the largest face (OpenCV Haar cascades) first.")
-@click.option("--paste-back/--no-paste-back", default=True, help="With --align-faces: paste the edit into the frame.")
+@click.option("--align-faces", is_flag=True,
+              help="Find the faces (5 landmarks), align each as the model expects (FFHQ), paste the edits back.")
+@largest_face_option
+@fit_option
+@click.option("--crop-only", is_flag=True, help="Write the model-size crop (or face) only, not the composed image.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the output PNGs (created if missing).")
 def edit(images, model, directions, backend, precision, max_batch, allow_embedded_plugins, edits, sweep,
-         align_faces, paste_back, out_dir) -> None:
-    """Edit IMAGES (files or folders) and write one PNG per image and --edit into OUTPUT."""
+         align_faces, largest_face, fit, crop_only, out_dir) -> None:
+    """Edit IMAGES (files or folders) and write one PNG per image and --edit into OUTPUT, at each
+    image's own size."""
     if sweep is not None and not edits:
         raise click.UsageError("--strength-sweep sweeps the names of an --edit: give --edit too")
-    if not paste_back and not align_faces:
-        raise click.UsageError("--no-paste-back only applies with --align-faces")
+    if largest_face and not align_faces:
+        raise click.UsageError("--largest-face only applies with --align-faces")
     from tqdm import tqdm
 
     from warpres.media.imageio import list_images
@@ -168,15 +208,18 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
         raise click.UsageError(str(exc)) from None
     for warning in listing.skipped:
         _warn(warning)
-    session = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
+    session, choice = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
     for output in outputs:  # unknown edit names fail before any work
         session.check_edits(output.edit_sets)
     from warpres.app.stills import edit_image_files
 
+    aligner = _aligner(session, choice, align_faces)
     with tqdm(total=len(listing.paths), unit="img", desc="editing", disable=None) as bar:
-        result = edit_image_files(session, listing.paths, outputs, out_dir, align_faces=align_faces,
-                                  paste_back=paste_back, batch_size=max_batch, warn=_warn, progress=bar.update)
-    click.echo(f"wrote {result.written} images to {out_dir}", err=True)
+        result = edit_image_files(session, listing.paths, outputs, out_dir, aligner=aligner, largest_face=largest_face,
+                                  fit=fit, crop_only=crop_only, batch_size=max_batch, warn=_warn,
+                                  progress=bar.update)
+    faces = f" ({result.faces} faces)" if aligner is not None else ""
+    click.echo(f"wrote {result.written} images{faces} to {out_dir}", err=True)
     failed = result.failed + len(listing.skipped)
     if failed:
         raise click.ClickException(f"{failed} input(s) skipped (see warnings above)")
@@ -191,19 +234,22 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
 @click.option("--edit", "-e", "edits", multiple=True, help="Edit spec(s), applied in order, e.g. pose=3.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Video file to write (.mp4: mp4v, .avi: MJPG).")
-@click.option("--show", is_flag=True, help="Show the result in a window (q or Esc quits).")
+@click.option("--show", is_flag=True, help="Show the result in a window with FPS and latency (q or Esc quits).")
 @click.option("--smoothing", type=click.FloatRange(0, 1, min_open=True), default=0.5,
-              help="W+ smoothing across frames: new = a * current + (1 - a) * previous; 1 turns it off.")
-@click.option("--align-faces", is_flag=True, help="Edit the largest face (Haar cascades) and paste it back.")
+              help="W+ smoothing across frames (per face): new = a * current + (1 - a) * previous; 1 turns it off.")
+@click.option("--align-faces", is_flag=True, help="Edit the faces (5 landmarks, tracked and smoothed) and paste them "
+                                                  "back; frames without a face pass through.")
+@largest_face_option
+@fit_option
 @click.option("--compare", is_flag=True, help="Write input | edit side by side.")
-@click.option("--overlay/--no-overlay", default=True, help="Draw FPS and latency on the frames.")
+@click.option("--overlay", is_flag=True, help="Also burn the FPS / latency overlay into the output file.")
 def video(model, directions, backend, precision, max_batch, allow_embedded_plugins, camera, input_path, edits,
-          output, show, smoothing, align_faces, compare, overlay) -> None:
+          output, show, smoothing, align_faces, largest_face, fit, compare, overlay) -> None:
     """Edit a camera stream (--camera) or a video file (--input) frame by frame."""
     from tqdm import tqdm
 
-    from warpres.app.editing import frame_editor
-    from warpres.edits import LatentSmoother, parse_edit_spec
+    from warpres.app.editing import FrameEditor
+    from warpres.edits import parse_edit_spec
     from warpres.media.video.pipeline import run_video
     from warpres.media.video.source import open_source
     from warpres.media.video.writer import OUTPUT_CODECS
@@ -214,22 +260,34 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
         raise click.UsageError("nothing to do: give -o OUTPUT.mp4 and/or --show")
     if output is not None and output.suffix.lower() not in OUTPUT_CODECS:
         raise click.UsageError(f"{output}: video files end in {', '.join(OUTPUT_CODECS)}")
-    session = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
+    if largest_face and not align_faces:
+        raise click.UsageError("--largest-face only applies with --align-faces")
+    session, choice = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
     requests = tuple(parse_edit_spec(edits))  # parsed once here, not per frame
     session.check_edits([requests])
-    smoother = LatentSmoother(smoothing)
-    edit_frames = frame_editor(session, requests, smoother, align_faces=align_faces)
     source = open_source(camera=camera, path=input_path)
+    editor = FrameEditor(session, requests, aligner=_aligner(session, choice, align_faces), smoothing=smoothing,
+                         fps=source.fps, largest_face=largest_face, fit=fit)
     total = source.frame_count if not source.live and source.frame_count else None
     with tqdm(total=total, unit="frame", desc="video", disable=None) as bar:
         def progress(stats) -> None:
             bar.update(stats.frames_edited - bar.n)
 
-        stats = run_video(source, edit_frames, output=output, show=show, overlay=overlay, compare=compare,
+        stats = run_video(source, editor, output=output, show=show, overlay=overlay, compare=compare,
                           batch_size=1 if source.live else max_batch, progress=progress)
+    counts = editor.counts
+    notes = []
+    if align_faces:
+        notes.append(f"{counts.faces_edited} faces edited, {counts.frames_without_face} frames without a face "
+                     f"passed through")
+    if counts.scene_cuts:
+        notes.append(f"{counts.scene_cuts} scene cuts")
+    if stats.frames_skipped:
+        notes.append(f"{stats.frames_skipped} corrupt frames skipped")
     click.echo(f"{stats.stop_reason}: {stats.frames_edited} frames edited, {stats.frames_dropped} dropped, "
                f"{stats.fps:.2f} fps, {stats.mean_latency_ms:.0f} ms mean latency"
-               + (f"; wrote {stats.output}" if stats.output else ""), err=True)
+               + "".join(f"; {note}" for note in notes)
+               + (f"; wrote {stats.output} ({stats.codec})" if stats.output else ""), err=True)
 
 
 # -- bench ------------------------------------------------------------------------------------
@@ -247,7 +305,7 @@ def _batch_sizes(text: str, count: int | None = None) -> list[int]:
 
 
 @main.command()
-@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.argument("model", type=MODEL)
 @backend_option
 @precision_option
 @click.option("--batch", "batches", default=None, help="Batch sizes to measure [default: 1,4,16; tensorrt: 1,8,32].")
@@ -265,10 +323,12 @@ def bench(model: Path, backend: str, precision: str | None, batches: str | None,
     With --backend tensorrt, also TensorRT without CUDA graphs and ONNX Runtime CUDA on the same GPU;
     stage times are CUDA events there."""
     from warpres.app.bench import bench_report
+    from warpres.app.models import resolve_model
 
     sizes = _batch_sizes(batches or ("1,8,32" if backend == "tensorrt" else "1,4,16"))
-    click.echo(bench_report(model, backend, precision, sizes, iterations=iterations, edit_spec=edit_spec,
-                            directions=directions, reference=reference, checkpoint=checkpoint, warn=_warn,
+    choice = resolve_model(model, backend, directions)
+    click.echo(bench_report(choice.path, backend, precision, sizes, iterations=iterations, edit_spec=edit_spec,
+                            directions=choice.directions, reference=reference, checkpoint=checkpoint, warn=_warn,
                             status=lambda line: click.echo(line, err=True)))
 
 
@@ -351,7 +411,7 @@ def train(config: Path, resume: str | None, steps: int | None, output: Path | No
 # -- export / info ----------------------------------------------------------------------------
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("checkpoint", type=MODEL)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model folder to write (replaced only when the new export is complete).")
 @directions_option
@@ -360,13 +420,17 @@ def train(config: Path, resume: str | None, steps: int | None, output: Path | No
               help="portable: standard ONNX ops (every backend); plugin: modulated convs and warps as warpres "
                    "TensorRT plugin nodes (TensorRT only; build with --plugin-library).")
 def export(checkpoint: Path, out_dir: Path, directions: Path | None, validate: bool, flavour: str) -> None:
-    """Export CHECKPOINT as ONNX subgraphs + manifest.json into OUTPUT."""
+    """Export CHECKPOINT (a file, or a built-in model with its directions) as ONNX subgraphs +
+    manifest.json into OUTPUT."""
+    from warpres.app.models import resolve_model
     from warpres.checkpoints import load_checkpoint
-    from warpres.edits import DirectionLibrary
     from warpres.export import export_model
 
-    library = DirectionLibrary.open(directions) if directions is not None else None
-    folder = export_model(load_checkpoint(checkpoint), out_dir, directions=library, validate=validate,
+    choice = resolve_model(checkpoint, "torch", directions)   # the torch backend's view: a checkpoint file
+    if choice.path.is_dir():
+        raise click.BadParameter(f"{checkpoint} is an exported model folder; export takes a checkpoint file",
+                                 param_hint="CHECKPOINT")
+    folder = export_model(load_checkpoint(choice.path), out_dir, directions=choice.directions, validate=validate,
                           flavour=flavour)
     click.echo(f"exported {folder.manifest.family} model ({flavour}) to {out_dir} "
                f"({', '.join(stage.filename for stage in folder.manifest.stages)})")
@@ -481,12 +545,38 @@ def doctor(model_dir: Path | None) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(exists=True, path_type=Path))
-def info(model: Path) -> None:
-    """Describe MODEL: an exported model folder or a checkpoint."""
+@click.argument("model", type=MODEL)
+def info(model) -> None:
+    """Describe MODEL: an exported model folder, a checkpoint or a built-in model."""
+    from warpres.app.models import resolve_model
     from warpres.app.reports import info_report
 
-    click.echo("\n".join(info_report(model)))
+    choice = resolve_model(model)
+    lines = info_report(choice.path)
+    if choice.directions is not None:
+        lines.append(f"  edits       {', '.join(choice.directions.names)} (shipped with {choice.name})")
+    click.echo("\n".join(lines))
+
+
+@main.command()
+def models() -> None:
+    """List the built-in models (--model NAME) and what the cache holds."""
+    from warpres.app.models import model_listing
+
+    click.echo("\n".join(model_listing()))
+
+
+@main.command()
+@click.argument("model", type=MODEL)
+@directions_option
+def edits(model, directions: Path | None) -> None:
+    """List the edits MODEL carries (its own directions, a built-in model's shipped ones, and
+    --directions), with the strengths each is meant for."""
+    from warpres.app.models import resolve_model
+    from warpres.app.reports import edits_report
+
+    choice = resolve_model(model, extra_directions=directions)
+    click.echo("\n".join(edits_report(choice)))
 
 
 if __name__ == "__main__":

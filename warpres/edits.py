@@ -96,11 +96,14 @@ class LinearDirection:
     ``vector`` is given as (D,) or (1, D) to move every layer, or (L, D) / (1, L, D) to move
     each layer by its own row; it is stored as (D,) or (L, D) float32. ``source`` records
     where it came from (``"interfacegan"`` or ``"raw"``); it does not change the math.
+    ``strength_range``: the strengths that make sense (where its fit holds), for sliders and
+    listings; None where unknown (`edit_range` then gives the InterfaceGAN convention).
     """
 
     name: str
     vector: np.ndarray
     source: str = "raw"
+    strength_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "direction")
@@ -119,6 +122,12 @@ class LinearDirection:
             raise EditError(f"direction '{self.name}': expected finite float values, "
                             f"got dtype {vector.dtype}")
         object.__setattr__(self, "vector", _frozen_float32(vector))
+        if self.strength_range is not None:
+            low, high = (float(v) for v in self.strength_range)
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise EditError(f"direction '{self.name}': strength_range must be two finite numbers, low < high, "
+                                f"got {self.strength_range!r}")
+            object.__setattr__(self, "strength_range", (low, high))
 
     @property
     def dim(self) -> int:
@@ -225,6 +234,18 @@ class GanSpaceDirection:
 
 
 AnyDirection = LinearDirection | GanSpaceDirection
+
+DEFAULT_LINEAR_RANGE = (-3.0, 3.0)   # InterfaceGAN's editing scripts sweep about this far
+
+
+def edit_range(direction: AnyDirection) -> tuple[float, float]:
+    """The strengths a direction is meant for: a linear one's recorded range, else
+    `DEFAULT_LINEAR_RANGE`; a GANSpace edit's target coordinate from -|csv strength| to
+    +|csv strength| (its csv strength is where the official configs push it)."""
+    if isinstance(direction, LinearDirection):
+        return direction.strength_range or DEFAULT_LINEAR_RANGE
+    reach = abs(direction.config.strength)
+    return (-reach, reach) if reach > 0 else DEFAULT_LINEAR_RANGE
 
 
 @dataclass(frozen=True)
@@ -408,22 +429,20 @@ class DirectionLibrary:
         return edited
 
     @classmethod
-    def open(cls, folder: str | os.PathLike[str]) -> DirectionLibrary:
-        """A folder written by :meth:`save`, else one laid out like the official edit data."""
-        folder = Path(folder)
-        return cls.load(folder) if (folder / DIRECTIONS_JSON).is_file() else cls.from_folder(folder)
-
-    @classmethod
     def from_folder(cls, folder: str | os.PathLike[str]) -> DirectionLibrary:
-        """Read a folder laid out like the official edit data.
+        """Read a folder of directions in any layout we know: one written by :meth:`save` (it
+        holds ``directions.json``; what `warpres export` writes and the demo ships), else one laid
+        out like the official edit data.
 
-        Every ``<name>.pt`` tensor -> InterfaceGAN direction ``<name>``; every ``<name>.npy`` ->
+        Official layout: every ``<name>.pt`` tensor -> InterfaceGAN direction ``<name>``; every ``<name>.npy`` ->
         raw direction ``<name>``; every ``<pca>_pca.pt`` combined with every row of
         ``ganspace_configs.csv`` -> ``ganspace:<pca>/<row name>``. Other files are ignored.
         """
         folder = Path(folder)
         if not folder.is_dir():
             raise EditError(f"{folder}: edit-direction folder not found")
+        if (folder / DIRECTIONS_JSON).is_file():
+            return cls.load(folder)
         files = sorted(p for p in folder.iterdir() if p.is_file())
         pca_files = [p for p in files if p.suffix == ".pt" and p.stem.endswith(_PCA_SUFFIX)]
         directions: list[AnyDirection] = [
@@ -448,7 +467,9 @@ class DirectionLibrary:
         for name, direction in self._directions.items():
             if isinstance(direction, LinearDirection):
                 entries.append({"name": name, "kind": "linear", "source": direction.source,
-                                "vector": f"linear/{name}"})
+                                "vector": f"linear/{name}",
+                                **({"strength_range": list(direction.strength_range)}
+                                   if direction.strength_range is not None else {})})
                 continue
             pca, config = direction.pca, direction.config
             pcas[pca.name] = {key: f"ganspace/{pca.name}/{key}"
@@ -513,8 +534,8 @@ class DirectionLibrary:
             directions: list[AnyDirection] = []
             for entry in description["directions"]:
                 if entry["kind"] == "linear":
-                    directions.append(LinearDirection(entry["name"], tensor(entry["vector"]),
-                                                      entry["source"]))
+                    directions.append(LinearDirection(entry["name"], tensor(entry["vector"]), entry["source"],
+                                                      _range_entry(entry.get("strength_range"), json_path)))
                 elif entry["kind"] == "ganspace":
                     config = GanSpaceConfig(entry["edit"], entry["component"], entry["start"],
                                             entry["end"], entry["default_strength"])
@@ -524,6 +545,14 @@ class DirectionLibrary:
         except (KeyError, TypeError) as exc:
             raise EditError(f"{json_path}: malformed direction description ({exc!r})") from exc
         return cls(directions)
+
+
+def _range_entry(value: Any, where: Path) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+        raise EditError(f"{where}: strength_range must be [low, high], got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 class LatentSmoother:

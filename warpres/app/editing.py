@@ -1,55 +1,104 @@
-"""Face-aligned editing, one implementation for stills and video frames:
-crop the largest face -> invert the crops -> edit_many -> paste each edit back into its frame."""
+"""Editing video frames (for `run_video`): each frame's faces, followed as tracks, or the frame's
+centred square; the result always has the frame's own size.
+
+With faces: every frame is checked for a scene cut (which ends every track), its faces are
+detected, matched to tracks and their landmarks smoothed per track (`FaceTracker`), aligned,
+inverted with each track's own W+ smoother, edited and pasted back. A frame without a face
+passes through unedited and is counted.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from warpres.media.faces import FaceAligner, FaceCrop, FaceNotFoundError, paste_back
+from warpres.app.stills import compose
+from warpres.edits import LatentSmoother
+from warpres.media.faces import FaceAligner, FaceNotFoundError
+from warpres.media.fit import fit_square
+from warpres.media.video.tracking import FaceTracker, SceneCutDetector
 
 
-def edit_faces(session, frames: Sequence[np.ndarray], crops: Sequence[FaceCrop], edit_sets: Sequence,
-               *, paste: bool = True, latent_filter: Callable[[np.ndarray], np.ndarray] | None = None
-               ) -> list[list[np.ndarray]]:
-    """Per edit set, per frame: the edited face crop (R, R, 3), pasted into its RGB uint8 frame
-    when `paste`. `crops[i]` was cut from `frames[i]`; `latent_filter` goes to `Session.invert`."""
-    inversion = session.invert([crop.image for crop in crops], latent_filter=latent_filter)
-    edited = session.edit_many(inversion, edit_sets)
-    if not paste:
-        return [list(images) for images in edited]
-    return [[paste_back(frame, tile, crop) for frame, tile, crop in zip(frames, images, crops, strict=True)]
-            for images in edited]
+@dataclass
+class VideoCounts:
+    frames_without_face: int = 0
+    faces_edited: int = 0
+    scene_cuts: int = 0
 
 
-def frame_editor(session, edits: Sequence, latent_filter, *, align_faces: bool = False
-                 ) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """RGB frames -> edited RGB frames (for `run_video`): the whole frame, or with `align_faces`
-    each frame's largest face (`face_frame_editor`)."""
-    if align_faces:
-        return face_frame_editor(session, edits, latent_filter)
-    return lambda frames: list(session.edit(session.invert(frames, latent_filter=latent_filter), edits))
+class FrameEditor:
+    """RGB frames -> edited RGB frames of the same size (see the module docstring).
 
+    aligner: edit faces (None: the centred square, `fit` "crop" or "pad"). smoothing: W+
+    smoothing alpha per face (1: off). fps: the source's rate (landmark smoothing runs in seconds).
+    """
 
-def face_frame_editor(session, edits: Sequence, latent_filter) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """RGB frames -> edited RGB frames (for `run_video`): each frame's largest face is edited and
-    pasted back; frames without a face pass through unedited."""
-    aligner = FaceAligner(session.info.image_size)
+    def __init__(self, session, edits: Sequence, *, aligner: FaceAligner | None = None, smoothing: float = 1.0,
+                 fps: float = 30.0, largest_face: bool = False, fit: str = "crop") -> None:
+        self.session, self.edits, self.aligner = session, tuple(edits), aligner
+        self.smoothing, self.largest_face, self.fit = smoothing, largest_face, fit
+        self.counts = VideoCounts()
+        self._tracker = FaceTracker(fps)
+        self._cuts = SceneCutDetector()
+        self._frame_index = 0
+        self._whole_frame_smoother = LatentSmoother(smoothing)
 
-    def edit_frames(frames: list[np.ndarray]) -> list[np.ndarray]:
-        crops = {}
-        for index, frame in enumerate(frames):
+    def __call__(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        if self.aligner is None:
+            return self._edit_squares(frames)
+        return self._edit_faces(frames)
+
+    def _edit_squares(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        fits, squares = [], []
+        for frame in frames:
+            if self._cuts(frame):
+                self.counts.scene_cuts += 1
+                self._whole_frame_smoother.reset()   # a new shot starts from its own code
+            fits.append(fit_square(frame.shape, self.fit))
+            squares.append(fits[-1].cut(frame))
+        # A cut inside a batch: smoothing restarts at the batch, close enough at batch sizes <= 8.
+        inversion = self.session.invert(squares, latent_filter=self._whole_frame_smoother)
+        (edited,) = self.session.edit_many(inversion, [self.edits])
+        return [fit.place(frame, image) for fit, frame, image in zip(fits, frames, edited, strict=True)]
+
+    def _edit_faces(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        jobs = []   # (frame position in the batch, track, crop)
+        for position, frame in enumerate(frames):
+            if self._cuts(frame):
+                self.counts.scene_cuts += 1
+                self._tracker.reset()
             try:
-                crops[index] = aligner.align(frame, f"frame {index}")
+                faces = self.aligner.detect(frame, f"frame {self._frame_index}")
             except FaceNotFoundError:
-                continue
+                faces = []
+            if self.largest_face:
+                faces = faces[:1]
+            for track, face in self._tracker.update(faces, self._frame_index):
+                jobs.append((position, track, self.aligner.crop(frame, face)))
+            if not faces:
+                self.counts.frames_without_face += 1
+            self._frame_index += 1
         out = list(frames)
-        if crops:
-            (pasted,) = edit_faces(session, [frames[i] for i in crops], list(crops.values()), [edits],
-                                   latent_filter=latent_filter)
-            for index, frame in zip(crops, pasted, strict=True):
-                out[index] = frame
+        if not jobs:
+            return out
+        smoothers = [track.state.setdefault("wplus", LatentSmoother(self.smoothing)) for _, track, _ in jobs]
+        inversion = self.session.invert([crop.image for _, _, crop in jobs], latent_filter=_per_row(smoothers))
+        (edited,) = self.session.edit_many(inversion, [self.edits])
+        self.counts.faces_edited += len(jobs)
+        for position in sorted({position for position, _, _ in jobs}):
+            mine = [(crop, image) for (at, _, crop), image in zip(jobs, edited, strict=True) if at == position]
+            out[position] = compose(frames[position], [crop for crop, _ in mine], [image for _, image in mine])
         return out
 
-    return edit_frames
+
+def _per_row(smoothers: list[LatentSmoother]) -> Callable[[np.ndarray], np.ndarray]:
+    """A latent filter giving row i of the codes (in the order `Session.invert` hands them over,
+    chunk by chunk) to ``smoothers[i]``."""
+    rows = iter(smoothers)
+
+    def smooth(wplus: np.ndarray) -> np.ndarray:
+        return np.concatenate([next(rows)(code[None]) for code in wplus])
+
+    return smooth

@@ -161,3 +161,28 @@ def checkpoint_info(path: Path) -> list[str]:
         lines.append(f"  branch      {model.branch.family}, "
                      f"{sum(p.numel() for p in model.branch.parameters()):,} parameters")
     return lines
+
+
+def edits_report(choice) -> list[str]:
+    """The edits a resolved --model carries: its folder's own directions and those given with it
+    (a built-in model's shipped ones, --directions), each with its kind and strength range."""
+    from warpres.edits import DirectionLibrary, GanSpaceDirection, edit_range
+    from warpres.stages import is_model_folder, open_model_folder
+
+    library = None
+    if is_model_folder(choice.path):
+        folder = open_model_folder(choice.path)
+        if folder.directions_path:
+            library = DirectionLibrary.load(folder.directions_path)
+    if choice.directions is not None:
+        library = choice.directions if library is None else library.merged(choice.directions)
+    if library is None or not len(library):
+        return [f"{choice.name}: no edit directions (give a folder with --directions)"]
+    lines = [f"{choice.name}: {len(library)} edits (use as --edit NAME=STRENGTH)",
+             f"  {'name':<28} {'kind':<13} {'strengths':>15}"]
+    for name in library.names:
+        direction = library.resolve(name)
+        low, high = edit_range(direction)
+        kind = "ganspace" if isinstance(direction, GanSpaceDirection) else direction.source
+        lines.append(f"  {name:<28} {kind:<13} {f'{low:+.2f}..{high:+.2f}':>15}")
+    return lines

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from warpres.checkpoints import save_model
 from warpres.checkpoints.native import BRANCHES
 from warpres.checkpoints.safe_load import load_state_strict, strip_prefix
+from warpres.demo import ASSETS
 from warpres.demo.regressor import AttributeRegressor
 from warpres.errors import CheckpointError, WarpresError
 from warpres.files import atomic_path, cache_root, sha256_file
@@ -28,7 +29,6 @@ from warpres.models.encoders import EncoderConfig, StyleEncoder
 from warpres.models.stylegan2 import Generator, GeneratorConfig
 from warpres.stages import is_model_folder
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 BUNDLE = ASSETS / "models.safetensors"
 FAMILIES = ("inversion", "styleres", "warpres")
 _FORMAT = "warpres.demo-bundle"

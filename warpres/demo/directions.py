@@ -34,6 +34,9 @@ ATTRIBUTES: dict[str, Callable[[FaceParams], float]] = {
     "hair_red": lambda p: math.cos(2 * math.pi * p.hair_hue),
     "hair_blue": lambda p: -math.sin(2 * math.pi * p.hair_hue),
 }
+# The strengths that stay inside the renderer's range from a typical face: a field edit swings
+# its [-1, 1] or [0, 1] field by at most 1; a hue reading in [-1, 1] by 1.5.
+STRENGTH_RANGES = {**{edit: (-1.0, 1.0) for edit in FIELD_EDITS}, "hair_red": (-1.5, 1.5), "hair_blue": (-1.5, 1.5)}
 
 
 def fit_direction(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -67,5 +70,6 @@ def fit_directions(codes: Codes) -> DirectionLibrary:
     labelled renders."""
     w, faces = codes.wplus.astype(np.float64), codes.faces()
     return DirectionLibrary(
-        LinearDirection(name, fit_direction(w, np.array([read(face) for face in faces])), source="interfacegan")
+        LinearDirection(name, fit_direction(w, np.array([read(face) for face in faces])), source="interfacegan",
+                        strength_range=STRENGTH_RANGES[name])
         for name, read in ATTRIBUTES.items())

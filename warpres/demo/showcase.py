@@ -18,15 +18,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from warpres.demo.bundle import ASSETS, BUNDLE, demo_models
+from warpres.demo import DIRECTIONS, SAMPLES
+from warpres.demo.bundle import BUNDLE, demo_models
 from warpres.demo.directions import FIELD_EDITS
 from warpres.demo.renderer import FaceParams, render
 from warpres.errors import EditError
 from warpres.media.imageio import read_image, write_image
 from warpres.runtime.session import Session
 
-SAMPLES = ASSETS / "samples"
-DIRECTIONS = ASSETS / "directions"
 COLUMNS = (("input", None), ("ground truth", None), ("E0 only", "inversion"), ("StyleRes", "styleres"),
            ("WarpRes", "warpres"))
 EDITS = (("smile", 1.0), ("pose", 0.8), ("hair_blue", 1.2))

@@ -509,5 +509,5 @@ def _merge_directions(own: DirectionLibrary | None, extra) -> DirectionLibrary |
     if extra is None:
         return own
     if not isinstance(extra, DirectionLibrary):
-        extra = DirectionLibrary.open(extra)
+        extra = DirectionLibrary.from_folder(extra)
     return extra if own is None else own.merged(extra)

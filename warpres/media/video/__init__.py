@@ -4,9 +4,10 @@
 `run_video` pushes its frames through an edit function and writes and/or shows the result:
 
 ```
-capture thread:  source.read() (BGR -> RGB) ──► FrameSlot ──┐
-main thread:     edit_frames(batch) ─► compose (side by side, overlay) ─► cv2.imshow
-writer thread:   ◄── bounded queue ── RGB -> BGR ─► cv2.VideoWriter (temp file, renamed at the end)
+capture thread:  source.read() (PyAV or OpenCV, RGB) ──► FrameSlot ──┐
+main thread:     edit_frames(batch) ─► compose (side by side; overlay in the window) ─► cv2.imshow
+writer thread:   ◄── bounded queue ── PyAV H.264 + the input's audio, or cv2.VideoWriter
+                 (temp file, renamed at the end)
 ```
 
 - A live camera drops stale frames (`drop_frames=True`, its default): the slot between capture
@@ -22,10 +23,11 @@ writer thread:   ◄── bounded queue ── RGB -> BGR ─► cv2.VideoWrite
   everything, then propagates, and the half-written file is removed: under the final name there
   is either a finished video or nothing (warpres.files.atomic_path, ARCHITECTURE §5).
 
-numpy and OpenCV only: media takes the editor as a callable and imports neither torch nor the runtime.
+numpy, OpenCV and PyAV only: media takes the editor as a callable and imports neither torch nor the runtime.
 
 Modules: `source` (cameras and files), `writer` (the video file writer thread), `display` (window,
-overlay, side by side), `pipeline` (the frame loop, `run_video`).
+overlay, side by side), `tracking` (faces across frames, scene cuts), `pipeline` (the frame loop,
+`run_video`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Showing frames in a window: the GUI check, the FPS meter, the overlay and side-by-side compare."""
+"""Showing frames in a window: the GUI check, the overlay and side-by-side compare."""
 
 from __future__ import annotations
 
@@ -38,22 +38,6 @@ def check_display() -> None:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise VideoError("--show needs a display, but neither DISPLAY nor WAYLAND_DISPLAY is set; "
                          "write a file with -o instead")
-
-
-class FpsMeter:
-    """Frames per second, exponentially smoothed over the intervals between `tick`s."""
-
-    def __init__(self, smoothing: float = 0.1) -> None:
-        self.smoothing = smoothing
-        self.fps: float | None = None
-        self._last: float | None = None
-
-    def tick(self, now: float, frames: int = 1) -> float | None:
-        if self._last is not None and now > self._last:
-            rate = frames / (now - self._last)
-            self.fps = rate if self.fps is None else self.fps + self.smoothing * (rate - self.fps)
-        self._last = now
-        return self.fps
 
 
 def draw_overlay(frame: np.ndarray, fps: float | None, latency_ms: float | None) -> np.ndarray:

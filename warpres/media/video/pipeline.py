@@ -20,7 +20,6 @@ from warpres.media.video.display import (
     OVERLAY_KEYS,
     QUIT_KEYS,
     WINDOW_NAME,
-    FpsMeter,
     check_display,
     draw_overlay,
     side_by_side,
@@ -158,7 +157,10 @@ class VideoStats:
     mean_latency_ms: float = 0.0
     """Mean time from reading a frame to its edited version being ready."""
     fps: float = 0.0
-    """Edited frames per second of wall time, from the first frame read to the last one edited."""
+    """Edited frames per second of wall time, from the first frame read to the last one edited (the
+    overlay shows the same number, as it stands at each frame)."""
+    frames_skipped: int = 0
+    """Corrupt frames of a file that could not be decoded and were skipped."""
     stop_reason: str = ""
     """end_of_input | camera_lost | interrupted (Ctrl-C) | quit (q/Esc) | window_closed."""
     output: Path | None = None
@@ -178,7 +180,7 @@ def _check_edited(edited, count: int) -> list[np.ndarray]:
 
 
 def run_video(source: FrameSource, edit_frames: EditFrames, *, output: str | os.PathLike[str] | None = None,
-              show: bool = False, overlay: bool = True, compare: bool = False, drop_frames: bool | None = None,
+              show: bool = False, overlay: bool = False, compare: bool = False, drop_frames: bool | None = None,
               batch_size: int = 1, pace_output: bool | None = None,
               progress: Callable[[VideoStats], None] | None = None) -> VideoStats:
     """Edit every frame of `source` (or the latest one, live) and write `output` and/or show it.
@@ -186,11 +188,12 @@ def run_video(source: FrameSource, edit_frames: EditFrames, *, output: str | os.
     source: an opened `FrameSource` (see `open_source`); run_video releases it before returning.
     edit_frames: RGB uint8 frames (H, W, 3) -> edited RGB uint8 frames, one per input, all of
         one size (any size). Called in the calling thread, so it may own GPU contexts.
-    output: video file to write (.mp4 -> mp4v, .avi -> MJPG; see OUTPUT_CODECS), written to a
-        temporary file beside it and renamed when done. None: write nothing.
-    show: display the result in a window (q or Esc quits, o toggles the overlay); raises
-        VideoError up front when OpenCV has no GUI or there is no display.
-    overlay: draw the smoothed FPS and the frame's latency (ms) on the output frames.
+    output: video file to write (H.264 .mp4 through PyAV, with a file source's audio; see
+        `warpres.media.video.writer`), written to a temporary file beside it and renamed when
+        done. None: write nothing.
+    show: display the result in a window with the FPS and latency overlay (q or Esc quits, o
+        toggles the overlay); raises VideoError up front when OpenCV has no GUI or no display.
+    overlay: also burn the overlay (FPS so far, the frame's latency in ms) into the output file.
     compare: output input | edited side by side instead of the edited frame alone.
     drop_frames: keep only the latest captured frame and drop older unedited ones (True), or
         edit every frame in order (False). Default: True for a live source, False for a file.
@@ -244,7 +247,7 @@ class _Pipeline:
         self.writer: VideoFileWriter | None = None
         self.frames_queued = 0
         self.capture: _CaptureThread | None = None
-        self.meter = FpsMeter()
+        self.display_overlay = True
         self.latency_total = 0.0
         self.first_time: float | None = None
         self.last_time: float | None = None
@@ -264,7 +267,7 @@ class _Pipeline:
             if self.writer is not None:
                 self.writer.close()  # flushes and finalizes the container before atomic_path renames it
                 self.stats.frames_written = self.writer.frames_written
-                self.stats.codec = self.writer.fourcc
+                self.stats.codec = self.writer.codec
             if self.show:
                 with contextlib.suppress(cv2.error):
                     cv2.destroyWindow(WINDOW_NAME)
@@ -284,29 +287,37 @@ class _Pipeline:
                 self.first_time = batch[0].time
             edited = _check_edited(self.edit_frames([item.frame for item in batch]), len(batch))
             now = time.perf_counter()
-            self.meter.tick(now, len(batch))
             self.last_time = now
             for item, frame in zip(batch, edited, strict=True):
                 latency = now - item.time
                 self.latency_total += latency
                 self.stats.frames_edited += 1
+                fps = self._fps_so_far(now)
                 if self.compare:
                     frame = side_by_side(item.frame, frame)
-                if self.overlay:
-                    frame = draw_overlay(np.array(frame, copy=True), self.meter.fps, 1000.0 * latency)
                 if self.temporary is not None:  # the writer thread gets its own copy: edit outputs may be reused
-                    self._write(frame if self.overlay or self.compare else frame.copy(), item)
-                if self.show and (reason := self._display(frame)):
-                    return reason
+                    burned = draw_overlay(np.array(frame, copy=True), fps, 1000.0 * latency) if self.overlay else None
+                    self._write(burned if burned is not None else frame.copy(), item)
+                if self.show:
+                    shown = draw_overlay(np.array(frame, copy=True), fps, 1000.0 * latency) \
+                        if self.display_overlay else frame
+                    if reason := self._display(shown):
+                        return reason
             self.stats.frames_read = capture.frames_read
             self.stats.frames_dropped = self.slot.dropped
             if self.progress is not None:
                 self.progress(self.stats)
 
+    def _fps_so_far(self, now: float) -> float | None:
+        """The summary's definition: frames edited per second since the first frame was read."""
+        elapsed = now - self.first_time
+        return self.stats.frames_edited / elapsed if elapsed > 0 else None
+
     def _write(self, frame: np.ndarray, item: _Captured) -> None:
         if self.writer is None:
+            audio = None if self.pace else self.source.path   # paced (live) output has no audio to keep in step
             self.writer = VideoFileWriter(self.temporary, self.source.fps, (frame.shape[1], frame.shape[0]),
-                                          name=str(self.output))
+                                          name=str(self.output), audio_from=audio)
         repeats = 1
         if self.pace:  # cover the time until this frame with it: real-time playback at source.fps
             due = int((item.time - self.first_time) * self.source.fps) + 1
@@ -320,7 +331,7 @@ class _Pipeline:
         if key in QUIT_KEYS:
             return "quit"
         if key in OVERLAY_KEYS:
-            self.overlay = not self.overlay
+            self.display_overlay = not self.display_overlay
         if cv2.getWindowProperty(WINDOW_NAME, cv2.WND_PROP_VISIBLE) < 1:
             return "window_closed"
         return None
@@ -329,6 +340,7 @@ class _Pipeline:
         stats = self.stats
         stats.frames_read = capture.frames_read
         stats.frames_dropped = self.slot.dropped
+        stats.frames_skipped = self.source.frames_skipped
         if stats.frames_edited:
             stats.mean_latency_ms = 1000.0 * self.latency_total / stats.frames_edited
         if self.first_time is not None and self.last_time is not None and self.last_time > self.first_time:

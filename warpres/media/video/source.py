@@ -1,4 +1,9 @@
-"""Frame sources: a camera index or a video file, read as RGB uint8 frames."""
+"""Frame sources: a camera index or a video file, read as RGB uint8 frames.
+
+Files are decoded with PyAV where installed: a corrupt frame in the middle of a clip is skipped
+(and counted in `FrameSource.frames_skipped`) instead of ending the input as OpenCV's reader
+does, and a file without a video stream is named as such. Cameras go through OpenCV.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,60 @@ FALLBACK_FPS = 30.0
 
 def _usable_fps(value: float, fallback: float) -> float:
     return float(value) if math.isfinite(value) and 0.5 <= value <= 1000.0 else fallback
+
+
+class _PyAvCapture:
+    """The part of `cv2.VideoCapture`'s API `FrameSource` uses, over a PyAV container."""
+
+    def __init__(self, path: Path) -> None:
+        import av
+
+        self._av = av
+        try:
+            self.container = av.open(str(path))
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"video file {path} could not be opened: {exc}") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise VideoError(f"video file {path} has no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.skipped = 0
+        self._frames = self._decode()
+
+    def _decode(self):
+        for packet in self.container.demux(self.stream):
+            try:
+                frames = packet.decode()
+            except self._av.error.FFmpegError:
+                self.skipped += 1   # a corrupt packet: its frame is lost, the clip goes on
+                continue
+            yield from frames
+
+    def get(self, prop: int) -> float:
+        if prop == cv2.CAP_PROP_FPS:
+            rate = self.stream.average_rate or self.stream.guessed_rate
+            return float(rate) if rate else 0.0
+        if prop == cv2.CAP_PROP_FRAME_WIDTH:
+            return float(self.stream.codec_context.width)
+        if prop == cv2.CAP_PROP_FRAME_HEIGHT:
+            return float(self.stream.codec_context.height)
+        if prop == cv2.CAP_PROP_FRAME_COUNT:
+            return float(self.stream.frames or 0)
+        return 0.0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            return False, None
+        except self._av.error.FFmpegError:
+            self.skipped += 1
+            return False, None
+        return True, frame.to_ndarray(format="bgr24")
+
+    def release(self) -> None:
+        self.container.close()
 
 
 class FrameSource:
@@ -44,6 +103,8 @@ class FrameSource:
         self.max_failed_reads = max(1, int(max_failed_reads))
         self.retry_delay = retry_delay
         self.frames_read = 0
+        self.path: Path | None = None
+        """The file a file source reads (its audio goes into the output), None for a camera."""
         self.lost = False
         """True once a live source stopped delivering frames (camera unplugged, stream ended)."""
         self.closed = False
@@ -65,6 +126,11 @@ class FrameSource:
                 time.sleep(self.retry_delay)  # a camera may hiccup; give it a moment before retrying
         self.lost = self.live
         return None
+
+    @property
+    def frames_skipped(self) -> int:
+        """Corrupt frames a file source skipped (PyAV decoding only)."""
+        return int(getattr(self.capture, "skipped", 0))
 
     def close(self) -> None:
         """Release the capture (idempotent)."""
@@ -107,8 +173,15 @@ def open_source(camera: int | None = None, path: str | os.PathLike[str] | None =
         raise VideoError(f"video file {file} does not exist")
     if not file.is_file():
         raise VideoError(f"video file {file} is not a file")
-    capture = cv2.VideoCapture(str(file))
-    if not capture.isOpened():
-        capture.release()
-        raise VideoError(f"video file {file} could not be opened: not a video OpenCV can decode, or corrupt")
-    return FrameSource(capture, str(file), live=False, fallback_fps=fallback_fps)
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        capture = cv2.VideoCapture(str(file))
+        if not capture.isOpened():
+            capture.release()
+            raise VideoError(f"video file {file} could not be opened: not a video OpenCV can decode, or corrupt") from None
+    else:
+        capture = _PyAvCapture(file)
+    source = FrameSource(capture, str(file), live=False, fallback_fps=fallback_fps)
+    source.path = file
+    return source
