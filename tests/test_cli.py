@@ -65,7 +65,7 @@ def photos(tmp_path):
 
 
 def test_every_command_has_help():
-    for command in ("edit", "video", "export", "info", "bench"):
+    for command in ("edit", "video", "export", "info", "bench", "models", "edits", "calibrate"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
 
@@ -97,7 +97,9 @@ def test_edit_writes_one_png_per_image_and_edit(photos, checkpoint, directions, 
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in out.iterdir())
     assert written == ["a_age=-1_smile=1.png", "a_smile=2.png", "b_age=-1_smile=1.png", "b_smile=2.png"]
-    assert read_image(out / "a_smile=2.png").shape == (64, 64, 3)
+    # Each output keeps its input's size and aspect (the 64 px model edits the centred square).
+    assert read_image(out / "a_smile=2.png").shape == (48, 40, 3)
+    assert read_image(out / "b_smile=2.png").shape == (80, 80, 3)
 
 
 def test_without_edits_the_reconstruction_is_written(photos, checkpoint, tmp_path):
@@ -111,15 +113,15 @@ def test_strength_sweep_writes_one_strip_per_edit(photos, checkpoint, directions
                  "--edit", "smile", "--strength-sweep", "-2:2:5", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     strip = read_image(tmp_path / "out" / "a_smile_sweep.png")
-    assert strip.shape == (64, 5 * 64, 3)
-    assert not np.array_equal(strip[:, :64], strip[:, -64:])
+    assert strip.shape == (48, 5 * 40, 3)   # five tiles, each at a.png's own 40 x 48
+    assert not np.array_equal(strip[:, :40], strip[:, -40:])
     # each tile carries its strength in the top-left corner, the rest is the plain edit
     single = run("edit", photos / "a.png", "--model", checkpoint, "--directions", directions, "--backend", "torch",
                  "--edit", "smile=2", "-o", tmp_path / "single")
     assert single.exit_code == 0, single.output
     plain = read_image(tmp_path / "single" / "a_smile=2.png").astype(int)
-    rows, cols = np.nonzero(np.abs(strip[:, -64:].astype(int) - plain).max(axis=-1) > 2)
-    assert len(rows) > 20 and rows.max() < 32 and cols.max() < 48
+    rows, cols = np.nonzero(np.abs(strip[:, -40:].astype(int) - plain).max(axis=-1) > 2)
+    assert len(rows) > 20 and rows.max() < 24
 
 
 def test_bad_files_in_a_batch_are_skipped_with_a_nonzero_summary(photos, checkpoint, tmp_path):
@@ -281,9 +283,16 @@ def test_strength_sweep_without_edit_is_a_usage_error(photos, checkpoint, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-def test_no_paste_back_without_align_faces_is_a_usage_error(photos, checkpoint, tmp_path):
-    result = run("edit", photos, "-m", checkpoint, "--no-paste-back", "-o", tmp_path / "out")
+def test_largest_face_without_align_faces_is_a_usage_error(photos, checkpoint, tmp_path):
+    result = run("edit", photos, "-m", checkpoint, "--largest-face", "-o", tmp_path / "out")
     assert result.exit_code == 2 and "only applies with --align-faces" in result.output
+
+
+def test_crop_only_writes_the_model_size_square(photos, checkpoint, tmp_path):
+    out = tmp_path / "out"
+    result = run("edit", photos, "-m", checkpoint, "--backend", "torch", "--crop-only", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert read_image(out / "a_reconstruction.png").shape == (64, 64, 3)
 
 
 def test_ctrl_c_in_a_command_prints_interrupted_and_exits_130(checkpoint, monkeypatch):
