@@ -21,6 +21,7 @@ from warpres.app.sessions import open_session
 from warpres.cli import main
 from warpres.demo import DIRECTIONS, SAMPLES
 from warpres.edits import DirectionLibrary, EditRequest, LinearDirection
+from warpres.media.detection import FAST
 from warpres.media.faces import DEMO, FaceAligner
 from warpres.media.fit import fit_square
 from warpres.media.imageio import read_image, write_image
@@ -199,7 +200,7 @@ def test_faces_in_video_are_tracked_and_frames_without_one_pass_through(demo_ses
         frame[16 + index:144 + index, 30 + 2 * index:158 + 2 * index] = samples()[1]   # a face that moves
         frames.append(frame)
     frames.append(blank.copy())                            # and a frame where it is gone
-    editor = FrameEditor(session, [EditRequest("smile", 1.0)], aligner=FaceAligner(128, choice.framing),
+    editor = FrameEditor(session, [EditRequest("smile", 1.0)], aligner=FaceAligner(128, choice.framing, settings=FAST),
                          smoothing=0.5, fps=FPS)
     out = editor(frames[:3]) + editor(frames[3:6])
     assert len(editor._tracker.tracks) == 1 and editor._tracker.tracks[0].id == 0   # one face, one track

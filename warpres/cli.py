@@ -148,10 +148,14 @@ def _open_session(model: Path | str, backend: str, precision: str | None, direct
     return session, choice
 
 
-def _aligner(session, choice, align_faces: bool):
+def _aligner(session, choice, align_faces: bool, video: bool = False):
+    """The face aligner for a --model (its framing); video looks faster (`FAST`) and tracks."""
+    from warpres.media.detection import FAST, PRECISE
     from warpres.media.faces import FaceAligner
 
-    return FaceAligner(session.info.image_size, choice.framing) if align_faces else None
+    if not align_faces:
+        return None
+    return FaceAligner(session.info.image_size, choice.framing, settings=FAST if video else PRECISE)
 
 
 fit_option = click.option("--fit", type=click.Choice(["crop", "pad"]), default="crop",
@@ -266,8 +270,8 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
     requests = tuple(parse_edit_spec(edits))  # parsed once here, not per frame
     session.check_edits([requests])
     source = open_source(camera=camera, path=input_path)
-    editor = FrameEditor(session, requests, aligner=_aligner(session, choice, align_faces), smoothing=smoothing,
-                         fps=source.fps, largest_face=largest_face, fit=fit)
+    editor = FrameEditor(session, requests, aligner=_aligner(session, choice, align_faces, video=True),
+                         smoothing=smoothing, fps=source.fps, largest_face=largest_face, fit=fit)
     total = source.frame_count if not source.live and source.frame_count else None
     with tqdm(total=total, unit="frame", desc="video", disable=None) as bar:
         def progress(stats) -> None:

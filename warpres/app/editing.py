@@ -1,10 +1,12 @@
 """Editing video frames (for `run_video`): each frame's faces, followed as tracks, or the frame's
 centred square; the result always has the frame's own size.
 
-With faces: every frame is checked for a scene cut (which ends every track), its faces are
-detected, matched to tracks and their landmarks smoothed per track (`FaceTracker`), aligned,
-inverted with each track's own W+ smoother, edited and pasted back. A frame without a face
-passes through unedited and is counted.
+With faces: every frame is checked for a scene cut (which ends every track). Every
+`REDETECT_EVERY` frames, after a cut and while no face is tracked, the whole frame is searched
+for faces; in between, each tracked face is looked for again around where it was (a crop of
+the face's size: a few milliseconds instead of a full-frame search). The faces are matched to
+tracks, their landmarks smoothed per track (`FaceTracker`), aligned, inverted with each track's
+own W+ smoother, edited and pasted back. A frame without a face passes through and is counted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from warpres.edits import LatentSmoother
 from warpres.media.faces import FaceAligner, FaceNotFoundError
 from warpres.media.fit import fit_square
 from warpres.media.video.tracking import FaceTracker, SceneCutDetector
+
+REDETECT_EVERY = 10   # frames; a face entering the picture is picked up within a third of a second
 
 
 @dataclass
@@ -66,13 +70,11 @@ class FrameEditor:
     def _edit_faces(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         jobs = []   # (frame position in the batch, track, crop)
         for position, frame in enumerate(frames):
-            if self._cuts(frame):
+            cut = self._cuts(frame)
+            if cut:
                 self.counts.scene_cuts += 1
                 self._tracker.reset()
-            try:
-                faces = self.aligner.detect(frame, f"frame {self._frame_index}")
-            except FaceNotFoundError:
-                faces = []
+            faces = self._faces_in(frame, search=cut or self._frame_index % REDETECT_EVERY == 0)
             if self.largest_face:
                 faces = faces[:1]
             for track, face in self._tracker.update(faces, self._frame_index):
@@ -91,6 +93,18 @@ class FrameEditor:
             mine = [(crop, image) for (at, _, crop), image in zip(jobs, edited, strict=True) if at == position]
             out[position] = compose(frames[position], [crop for crop, _ in mine], [image for _, image in mine])
         return out
+
+
+    def _faces_in(self, frame: np.ndarray, search: bool) -> list:
+        followed = [] if search else [self.aligner.follow(frame, track.face) for track in self._tracker.tracks
+                                      if track.face is not None and track.missed == 0]
+        followed = [face for face in followed if face is not None]
+        if followed:
+            return sorted(followed, key=lambda face: -face.box[2] * face.box[3])
+        try:
+            return self.aligner.detect(frame, f"frame {self._frame_index}")
+        except FaceNotFoundError:
+            return []
 
 
 def _per_row(smoothers: list[LatentSmoother]) -> Callable[[np.ndarray], np.ndarray]:

@@ -198,10 +198,12 @@ def _warp(frame: np.ndarray, to_crop: np.ndarray, size: int) -> np.ndarray:
     """``cv2.warpAffine(frame, to_crop, (size, size))`` reading only the region it needs (bounded
     memory on huge frames), area-downscaled first where the map shrinks."""
     inverse = cv2.invertAffineTransform(to_crop)
-    corners = _apply(inverse, np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]]))
+    edge = size - 0.5
+    corners = _apply(inverse, np.array([[-0.5, -0.5], [edge, -0.5], [-0.5, edge], [edge, edge]]))
     height, width = frame.shape[:2]
     left, top = (max(0, math.floor(v) - 2) for v in corners.min(axis=0))
-    right, bottom = (min(limit, math.ceil(v) + 3) for v, limit in zip(corners.max(axis=0), (width, height), strict=True))
+    right, bottom = (min(limit, math.ceil(v) + 3)
+                     for v, limit in zip(corners.max(axis=0), (width, height), strict=True))
     if right - left < 2 or bottom - top < 2:
         return np.zeros((size, size, frame.shape[2]), frame.dtype)
     region = frame[top:bottom, left:right]

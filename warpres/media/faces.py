@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from warpres.errors import ImageError
-from warpres.media.detection import Face, FaceDetector
+from warpres.media.detection import PRECISE, DetectionSettings, Face, FaceDetector
 
 MIN_FACE_EYE_DISTANCE = 8.0       # px in the frame; a 32 px face has eyes about 12 px apart
 QUAD_EYE_FACTOR = 2.0             # half side >= this x |eye_to_eye|
@@ -211,16 +211,17 @@ class FaceAligner:
     """Detect the faces of frames and align them for a model whose input is ``size`` px.
 
     framing: a `Framing` or its name ("ffhq", "demo"). detector: "auto" (yuface where installed,
-    else OpenCV's Haar cascades), "yuface" or "haar". The detector loads once; call `align_all`
-    for every frame of a video.
+    else OpenCV's Haar cascades), "yuface" or "haar"; settings: how hard it looks (`PRECISE` for
+    photos, `FAST` for video). The detector loads once.
     """
 
-    def __init__(self, size: int = 256, framing: Framing | str = FFHQ, detector: str = "auto") -> None:
+    def __init__(self, size: int = 256, framing: Framing | str = FFHQ, detector: str = "auto",
+                 settings: DetectionSettings = PRECISE) -> None:
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
             raise ValueError(f"crop size must be an integer >= 16, got {size!r}")
         self.size = int(size)
         self.framing = FRAMINGS[framing] if isinstance(framing, str) else framing
-        self.detector = FaceDetector(detector)
+        self.detector = FaceDetector(detector, settings)
 
     def detect(self, frame: np.ndarray, name: str = "the image") -> list[Face]:
         """The faces large enough to edit, largest first; raises FaceNotFoundError naming ``name``."""
@@ -234,6 +235,11 @@ class FaceAligner:
                                     f"{max(f.eye_distance for f in found):.0f} px apart, at least "
                                     f"{MIN_FACE_EYE_DISTANCE:.0f} needed: a face of about 32 px)")
         raise FaceNotFoundError(f"{name}: no face found ({self.detector.name} detector)")
+
+    def follow(self, frame: np.ndarray, face: Face) -> Face | None:
+        """``face`` of an earlier frame, found again in ``frame`` near where it was (or None)."""
+        found = self.detector.follow(frame, face)
+        return found if found is not None and found.eye_distance >= MIN_FACE_EYE_DISTANCE else None
 
     def crop(self, frame: np.ndarray, face: Face) -> FaceCrop:
         return align_face(frame, face, self.size, self.framing)
@@ -294,7 +300,8 @@ def paste_back(frame: np.ndarray, edited_crop: np.ndarray, face_crop: FaceCrop, 
         reduced = max(2, round(side * zoom / 0.7))
         source = cv2.resize(source, (reduced, reduced), interpolation=cv2.INTER_AREA)
         factor = side / reduced
-        edit_to_roi = _compose(edit_to_roi, np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5]]))
+        to_source = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5]])
+        edit_to_roi = _compose(edit_to_roi, to_source)
         side = reduced
     warped = cv2.warpAffine(source, edit_to_roi, roi_size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     mask = cv2.warpAffine(face_mask(side, face_crop.framing), edit_to_roi, roi_size, flags=cv2.INTER_LINEAR,

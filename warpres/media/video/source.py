@@ -179,7 +179,8 @@ def open_source(camera: int | None = None, path: str | os.PathLike[str] | None =
         capture = cv2.VideoCapture(str(file))
         if not capture.isOpened():
             capture.release()
-            raise VideoError(f"video file {file} could not be opened: not a video OpenCV can decode, or corrupt") from None
+            raise VideoError(f"video file {file} could not be opened: not a video OpenCV can decode, "
+                             f"or corrupt") from None
     else:
         capture = _PyAvCapture(file)
     source = FrameSource(capture, str(file), live=False, fallback_fps=fallback_fps)

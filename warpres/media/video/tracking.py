@@ -69,6 +69,7 @@ class Track:
     id: int
     box: tuple[float, float, float, float]
     points: OneEuroFilter
+    face: Face | None = None      # the last detection, unsmoothed (where to look in the next frame)
     missed: int = 0
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -97,7 +98,7 @@ class FaceTracker:
                 self.tracks.append(best)
             else:
                 unmatched.remove(best)
-            best.box, best.missed = face.box, 0
+            best.box, best.face, best.missed = face.box, face, 0
             smoothed = best.points(face.points, time, scale=face.eye_distance)
             matched.append((best, Face(face.box, smoothed, face.score)))
         for track in unmatched:
