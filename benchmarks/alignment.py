@@ -75,8 +75,9 @@ def measure_face(name, photo, framing, size, settings, transforms, rng) -> dict:
     errors, psnrs, times, follow_times = [], [], [], []
     for _ in range(transforms):
         degrees, scale = rng.uniform(-30, 30), float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
-        extent = scale * max(photo.shape[:2]) * 1.5
-        offset = rng.uniform(extent / 2, np.array(CANVAS) - extent / 2) - np.array(photo.shape[1::-1]) / 2
+        # The photo's centre anywhere its turned extent fits (the middle where it does not).
+        reach = np.minimum(scale * max(photo.shape[:2]) * 0.71, np.array(CANVAS) / 2)
+        offset = rng.uniform(reach, np.array(CANVAS) - reach) - (np.array(photo.shape[1::-1]) - 1) / 2
         canvas, matrix = moved(photo, degrees, scale, offset)
         start = time.perf_counter()
         try:
@@ -94,9 +95,12 @@ def measure_face(name, photo, framing, size, settings, transforms, rng) -> dict:
         psnrs.append(psnr(crop.image, direct.image))
     eye_distance = direct.face.eye_distance
     errors = np.array(errors)
-    found = np.isfinite(errors)
-    return {"face": name, "eyes": eye_distance, "found": f"{found.sum()}/{len(errors)}",
-            "median": np.median(errors[found]), "p90": np.percentile(errors[found], 90),
+    found = errors[np.isfinite(errors)]
+    if not len(found):
+        return {"face": name, "eyes": eye_distance, "found": f"0/{len(errors)}", "median": np.nan, "p90": np.nan,
+                "psnr": np.nan, "ms": np.nan, "follow": np.nan}
+    return {"face": name, "eyes": eye_distance, "found": f"{len(found)}/{len(errors)}",
+            "median": np.median(found), "p90": np.percentile(found, 90),
             "psnr": np.median(psnrs), "ms": 1000 * np.median(times), "follow": 1000 * np.median(follow_times)}
 
 

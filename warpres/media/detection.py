@@ -7,10 +7,14 @@ other corner, in frame pixels with pixel centres at integer coordinates (OpenCV'
 
 yuface returns integer points at the scale it ran on, and it degrades on frames larger than
 about 960 px (its own warning). So detection is two-pass: the frame is area-downscaled to at
-most `DETECT_MAX_SIDE` px to find the faces, then each face is detected again in a crop around
-it resampled so that the face box is `REFINE_FACE_SIDE` px wide. The second pass gives points
-to a fraction of a frame pixel on large faces and resolves small ones (a 40 px face is refined
-at 3x); a face it does not find again keeps its first-pass points.
+most `DETECT_MAX_SIDE` px to find the faces (a frame much larger than that is also searched at
+twice that scale in overlapping tiles, for faces too small to survive the downscale), then each
+face is detected again in a crop around it, turned upright by its eye line and resampled so
+that the face box is `REFINE_FACE_SIDE` px wide, twice, and in the mirrored crop too (the mean
+of the two halves left / right bias). The refinement gives points to about 1.5 px on a face
+with 45 px between the eyes (benchmarks/alignment.py: the detector's own noise; averaging more
+jittered views does not reduce it) and resolves small ones; a face it does not find again keeps
+its first-pass points.
 
 The Haar fallback (frontal-face cascade, then an eye pair inside the box, refined to the dark
 pupil centroid) has no mouth or nose detector: those points are placed where they sit relative
@@ -35,6 +39,9 @@ REFINE_FACE_SIDE = 160         # face box width in the refinement crop, px
 REFINE_CONTEXT = 2.0            # refinement crop side / face box side
 REFINE_PASSES = 2               # the second pass starts from a levelled face
 MIN_SCORE = 0.5                 # yuface confidence (0..1) a face needs
+TILE_ABOVE = 1.5                # frames longer than this x detect_max_side are also searched in tiles
+TILE_OVERLAP = 0.25             # of a tile's side, so a face on a tile's edge is whole in the next
+MIN_DUPLICATE_OVERLAP = 0.3     # a tile's face overlapping a kept one this much is the same face
 
 _HAAR_MOUTH_BELOW_EYES = 1.15   # eye-to-mouth distance / eye distance, frontal faces
 _HAAR_MOUTH_HALF_WIDTH = 0.4    # half the mouth width / eye distance
@@ -72,12 +79,13 @@ class DetectionSettings:
     refine_side: int = REFINE_FACE_SIDE
     refine_passes: int = REFINE_PASSES
     mirrored: bool = True
+    tiled: bool = True
 
 
 PRECISE = DetectionSettings()
-# Video: a quarter of the pixels in the first pass, one plain refinement; between full detections
-# a known face is followed by one refinement around it (`FaceDetector.follow`).
-FAST = DetectionSettings(detect_max_side=320, refine_side=96, refine_passes=1, mirrored=False)
+# Video: a quarter of the pixels in the first pass, no tiles, plain refinements; between full
+# detections a known face is followed by one refinement around it (`FaceDetector.follow`).
+FAST = DetectionSettings(detect_max_side=320, refine_side=128, refine_passes=2, mirrored=False, tiled=False)
 
 
 class FaceDetector:
@@ -115,15 +123,35 @@ class FaceDetector:
         return self._refine_once(frame, face)
 
     def _detect_yuface(self, frame: np.ndarray) -> list[Face]:
-        small, to_small = _downscaled(frame, self.settings.detect_max_side)
-        found = self._run_yuface(small)
+        side = self.settings.detect_max_side
+        small, to_small = _downscaled(frame, side)
         from_small = cv2.invertAffineTransform(to_small)
+        first = [Face(_map_box(from_small, box), _apply(from_small, points), score)
+                 for score, box, points in self._run_yuface(small)]
+        if self.settings.tiled and max(frame.shape[:2]) > TILE_ABOVE * side:
+            first = _merged(first, self._detect_in_tiles(frame, min(1.0, 2 * side / max(frame.shape[:2]))))
         faces = []
-        for score, box, points in found:
-            face = Face(_map_box(from_small, box), _apply(from_small, points), score)
+        for face in first:
             for _ in range(self.settings.refine_passes):
                 face = self._refine_once(frame, face) or face
             faces.append(face)
+        return faces
+
+    def _detect_in_tiles(self, frame: np.ndarray, scale: float) -> list[Face]:
+        """Faces too small for the downscaled first pass: the frame at ``scale`` (twice the first
+        pass's), in overlapping tiles of the first pass's size."""
+        side = self.settings.detect_max_side
+        tile = side / scale                                       # frame px per tile
+        step = tile * (1 - TILE_OVERLAP)
+        height, width = frame.shape[:2]
+        faces = []
+        for top in np.arange(0, max(1.0, height - tile * TILE_OVERLAP), step):
+            for left in np.arange(0, max(1.0, width - tile * TILE_OVERLAP), step):
+                to_tile = np.array([[scale, 0, 0.5 * scale - 0.5 - scale * left],
+                                    [0, scale, 0.5 * scale - 0.5 - scale * top]])
+                from_tile = cv2.invertAffineTransform(to_tile)
+                faces += [Face(_map_box(from_tile, box), _apply(from_tile, points), score)
+                          for score, box, points in self._run_yuface(_warp(frame, to_tile, side))]
         return faces
 
     def _refine_once(self, frame: np.ndarray, face: Face) -> Face | None:
@@ -170,6 +198,25 @@ class FaceDetector:
         return [(float(score) / 100, tuple(float(v) for v in box), np.asarray(pts, np.float64).reshape(5, 2))
                 for score, box, pts in zip(scores.astype(np.int64), boxes.astype(np.int64),
                                            points.astype(np.int64), strict=True)]
+
+
+def _merged(faces: list[Face], more: list[Face]) -> list[Face]:
+    """``faces`` plus those of ``more`` that overlap none of them (nor each other) by
+    `MIN_DUPLICATE_OVERLAP` intersection over union."""
+    kept = list(faces)
+    for face in sorted(more, key=lambda f: -f.score):
+        if all(box_overlap(face.box, other.box) < MIN_DUPLICATE_OVERLAP for other in kept):
+            kept.append(face)
+    return kept
+
+
+def box_overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    width = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _upright_box(from_crop: np.ndarray, box: tuple[float, ...], zoom: float) -> tuple[float, float, float, float]:

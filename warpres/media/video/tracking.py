@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from warpres.media.detection import Face
+from warpres.media.detection import Face, box_overlap
 
 MIN_OVERLAP = 0.3
 MAX_MISSED = 5
@@ -91,8 +91,8 @@ class FaceTracker:
         unmatched = list(self.tracks)
         matched: list[tuple[Track, Face]] = []
         for face in faces:
-            best = max(unmatched, key=lambda track: _overlap(track.box, face.box), default=None)
-            if best is None or _overlap(best.box, face.box) < MIN_OVERLAP:
+            best = max(unmatched, key=lambda track: box_overlap(track.box, face.box), default=None)
+            if best is None or box_overlap(best.box, face.box) < MIN_OVERLAP:
                 best = Track(self._next_id, face.box, OneEuroFilter(self.min_cutoff, self.beta))
                 self._next_id += 1
                 self.tracks.append(best)
@@ -123,13 +123,3 @@ class SceneCutDetector:
         if previous is None:
             return False
         return cv2.compareHist(previous, histogram, cv2.HISTCMP_BHATTACHARYYA) > self.threshold
-
-
-def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    width = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    height = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = width * height
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
