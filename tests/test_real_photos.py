@@ -210,3 +210,28 @@ def test_faces_in_video_are_tracked_and_frames_without_one_pass_through(demo_ses
     np.testing.assert_array_equal(out[-1], frames[-1])
     for before, after in zip(frames[:6], out[:6], strict=True):
         assert np.abs(after.astype(int) - before).max(axis=2).astype(bool)[:, :10].sum() == 0
+
+
+def test_warpres_video_with_faces_keeps_size_and_audio_and_counts_faceless_frames(tmp_path):
+    blank = np.full((144, 176, 3), (90, 110, 130), np.uint8)
+    frames = []
+    for index in range(12):
+        frame = blank.copy()
+        if index < 9:
+            frame[8:136, 20 + index:148 + index] = samples()[2]
+        frames.append(frame)
+    clip = write_clip(tmp_path / "clip.mp4", frames, tone_seconds=1.2)
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(main, ["video", "--input", str(clip), "--model", "demo", "--backend", "onnxruntime",
+                                       "--align-faces", "-e", "smile=1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "12 frames edited" in result.output and "9 faces edited, 3 frames without a face" in result.output
+    assert "(libx264)" in result.output
+    with av.open(str(out)) as container:
+        assert len(container.streams.audio) == 1
+        video = container.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (176, 144)
+        written = [frame.to_ndarray(format="rgb24") for frame in container.decode(video)]
+    assert len(written) == 12
+    assert np.abs(written[-1].astype(int) - blank).mean() < 3          # a faceless frame passes through
+    assert np.abs(written[0].astype(int) - frames[0]).max(axis=2)[20:120, 60:110].mean() > 8   # the face is edited
