@@ -235,3 +235,11 @@ def test_warpres_video_with_faces_keeps_size_and_audio_and_counts_faceless_frame
     assert len(written) == 12
     assert np.abs(written[-1].astype(int) - blank).mean() < 3          # a faceless frame passes through
     assert np.abs(written[0].astype(int) - frames[0]).max(axis=2)[20:120, 60:110].mean() > 8   # the face is edited
+
+
+def test_a_cmyk_jpeg_is_read_as_rgb(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    rgb = samples()[0]
+    image.fromarray(rgb).convert("CMYK").save(tmp_path / "print.jpg", quality=95)
+    decoded = read_image(tmp_path / "print.jpg")
+    assert decoded.shape == rgb.shape and np.abs(decoded.astype(int) - rgb).mean() < 6
