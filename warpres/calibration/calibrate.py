@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -160,6 +161,8 @@ def calibrate(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[s
                 score = min(validation.psnr({stage.name: runner}))
                 if best is None or score > best[0]:
                     best = (score, recipe, model, runner)
+                del model, runner   # a losing recipe's compiled model goes now, not at the next one
+                gc.collect()
                 bar.update()
             alone[stage.name], recipes[stage.name], quantized[stage.name], compiled[stage.name] = \
                 best[0], best[1].name, best[2], best[3]
@@ -173,6 +176,12 @@ def calibrate(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[s
             raise CalibrationError(f"no stage meets {bar_db:g} dB in INT8 even alone (best: "
                                    f"{max(alone, key=alone.get)} at {max(alone.values()):.1f} dB); keep float, "
                                    f"or lower the bar")
+    # What the report needs is reloaded from the saved files: free the compiled plan and the
+    # calibration activations first (at FFHQ-1024 each compiled synthesis stage holds GBs of
+    # buffers, and two sets of them alive at once ran a 24 GB machine out of memory).
+    compiled.clear()
+    del feeds, best
+    gc.collect()
     root = folder.path / CALIBRATION_DIR
     root.mkdir(exist_ok=True)
     staging = root / f".{target}-{secrets.token_hex(4)}.partial"
@@ -189,6 +198,7 @@ def calibrate(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[s
             if stage.name in runners:
                 reference = quantizer.runner(quantizer.source_model(stage))
                 outputs += output_accuracy(stage, held_feeds[stage.name], reference, runners[stage.name])
+                del reference
         float_name = quantizer.float_stage_precision if precision == "mixed" else float_precision
         report = AccuracyReport(
             target=target, precision=precision, bar_db=bar_db, float_precision=float_precision,
