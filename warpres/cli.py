@@ -158,9 +158,19 @@ def _aligner(session, choice, align_faces: bool, video: bool = False):
     return FaceAligner(session.info.image_size, choice.framing, settings=FAST if video else PRECISE)
 
 
-fit_option = click.option("--fit", type=click.Choice(["crop", "pad"]), default="crop",
-                          help="Without --align-faces: edit the centred square of a non-square image (crop) or the "
-                               "whole image padded to a square (pad); the result keeps the input's size.")
+fit_option = click.option("--fit", type=click.Choice(["crop", "pad"]), default=None, show_default=False,
+                          help="Without --align-faces: edit the centred square of a non-square image (crop, the "
+                               "default) or the whole image padded to a square (pad); the result keeps the input's "
+                               "size.")
+
+
+def _check_face_options(align_faces: bool, largest_face: bool, fit: str | None) -> str:
+    """The --fit to use; --largest-face and --fit apply to one mode each."""
+    if largest_face and not align_faces:
+        raise click.UsageError("--largest-face only applies with --align-faces")
+    if fit is not None and align_faces:
+        raise click.UsageError("--fit applies without --align-faces (faces are cut by their alignment)")
+    return fit or "crop"
 largest_face_option = click.option("--largest-face", is_flag=True,
                                    help="With --align-faces: edit only the largest face (default: every face).")
 
@@ -198,8 +208,7 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
     image's own size."""
     if sweep is not None and not edits:
         raise click.UsageError("--strength-sweep sweeps the names of an --edit: give --edit too")
-    if largest_face and not align_faces:
-        raise click.UsageError("--largest-face only applies with --align-faces")
+    fit = _check_face_options(align_faces, largest_face, fit)
     from tqdm import tqdm
 
     from warpres.media.imageio import list_images
@@ -237,7 +246,7 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
 @click.option("--input", "input_path", type=click.Path(path_type=Path), help="Video file to edit.")
 @click.option("--edit", "-e", "edits", multiple=True, help="Edit spec(s), applied in order, e.g. pose=3.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Video file to write (.mp4: mp4v, .avi: MJPG).")
+              help="Video file to write (.mp4 / .mov / .mkv: H.264, .avi: MPEG-4; with the input's audio).")
 @click.option("--show", is_flag=True, help="Show the result in a window with FPS and latency (q or Esc quits).")
 @click.option("--smoothing", type=click.FloatRange(0, 1, min_open=True), default=0.5,
               help="W+ smoothing across frames (per face): new = a * current + (1 - a) * previous; 1 turns it off.")
@@ -264,14 +273,14 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
         raise click.UsageError("nothing to do: give -o OUTPUT.mp4 and/or --show")
     if output is not None and output.suffix.lower() not in OUTPUT_CODECS:
         raise click.UsageError(f"{output}: video files end in {', '.join(OUTPUT_CODECS)}")
-    if largest_face and not align_faces:
-        raise click.UsageError("--largest-face only applies with --align-faces")
+    fit = _check_face_options(align_faces, largest_face, fit)
     session, choice = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
     requests = tuple(parse_edit_spec(edits))  # parsed once here, not per frame
     session.check_edits([requests])
+    aligner = _aligner(session, choice, align_faces, video=True)   # before the source: nothing left open
     source = open_source(camera=camera, path=input_path)
-    editor = FrameEditor(session, requests, aligner=_aligner(session, choice, align_faces, video=True),
-                         smoothing=smoothing, fps=source.fps, largest_face=largest_face, fit=fit)
+    editor = FrameEditor(session, requests, aligner=aligner, smoothing=smoothing, fps=source.fps,
+                         largest_face=largest_face, fit=fit)
     total = source.frame_count if not source.live and source.frame_count else None
     with tqdm(total=total, unit="frame", desc="video", disable=None) as bar:
         def progress(stats) -> None:

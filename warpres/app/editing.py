@@ -55,15 +55,15 @@ class FrameEditor:
         return self._edit_faces(frames)
 
     def _edit_squares(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        fits, squares = [], []
+        fits, squares, smoothers = [], [], []
         for frame in frames:
             if self._cuts(frame):
                 self.counts.scene_cuts += 1
-                self._whole_frame_smoother.reset()   # a new shot starts from its own code
+                self._whole_frame_smoother = LatentSmoother(self.smoothing)   # a new shot: its own codes
             fits.append(fit_square(frame.shape, self.fit))
             squares.append(fits[-1].cut(frame))
-        # A cut inside a batch: smoothing restarts at the batch, close enough at batch sizes <= 8.
-        inversion = self.session.invert(squares, latent_filter=self._whole_frame_smoother)
+            smoothers.append(self._whole_frame_smoother)
+        inversion = self.session.invert(squares, latent_filter=_per_row(smoothers))
         (edited,) = self.session.edit_many(inversion, [self.edits])
         return [fit.place(frame, image) for fit, frame, image in zip(fits, frames, edited, strict=True)]
 

@@ -119,7 +119,8 @@ class FaceDetector:
             faces = self._haar.detect(frame)
             near = [f for f in faces if np.linalg.norm(f.points.mean(axis=0) - face.points.mean(axis=0))
                     < 0.5 * max(face.box[2:])]
-            return near[0] if near else None
+            return min(near, key=lambda f: np.linalg.norm(f.points.mean(axis=0) - face.points.mean(axis=0)),
+                       default=None)
         return self._refine_once(frame, face)
 
     def _detect_yuface(self, frame: np.ndarray) -> list[Face]:
@@ -135,7 +136,7 @@ class FaceDetector:
             for _ in range(self.settings.refine_passes):
                 face = self._refine_once(frame, face) or face
             faces.append(face)
-        return faces
+        return _distinct(faces)
 
     def _detect_in_tiles(self, frame: np.ndarray, scale: float) -> list[Face]:
         """Faces too small for the downscaled first pass: the frame at ``scale`` (twice the first
@@ -200,6 +201,18 @@ class FaceDetector:
                                            points.astype(np.int64), strict=True)]
 
 
+def _distinct(faces: list[Face]) -> list[Face]:
+    """One face per face: a part found in a tile may refine onto a face found whole; of faces whose
+    landmark centres lie within half an eye distance, the first (the first pass's) is kept."""
+    kept: list[Face] = []
+    for face in faces:
+        centre = face.points[[0, 1, 3, 4]].mean(axis=0)
+        if all(np.linalg.norm(centre - other.points[[0, 1, 3, 4]].mean(axis=0)) > 0.5 * other.eye_distance
+               for other in kept):
+            kept.append(face)
+    return kept
+
+
 def _merged(faces: list[Face], more: list[Face]) -> list[Face]:
     """``faces`` plus those of ``more`` that overlap none of them (nor each other) by
     `MIN_DUPLICATE_OVERLAP` intersection over union."""
@@ -252,7 +265,7 @@ def _warp(frame: np.ndarray, to_crop: np.ndarray, size: int) -> np.ndarray:
     right, bottom = (min(limit, math.ceil(v) + 3)
                      for v, limit in zip(corners.max(axis=0), (width, height), strict=True))
     if right - left < 2 or bottom - top < 2:
-        return np.zeros((size, size, frame.shape[2]), frame.dtype)
+        return np.zeros((size, size, *frame.shape[2:]), frame.dtype)
     region = frame[top:bottom, left:right]
     to_local = _compose(to_crop, np.array([[1.0, 0, left], [0, 1.0, top]]))
     scale = math.sqrt(abs(np.linalg.det(to_crop[:, :2])))
@@ -305,8 +318,8 @@ class _HaarCascades:
         x, y, w, h = box
         zoom = _HAAR_EYE_ROI_WIDTH / w
         to_roi = np.array([[zoom, 0, (0.5 - x) * zoom - 0.5], [0, zoom, (0.5 - y) * zoom - 0.5]])
-        roi = cv2.warpAffine(gray, to_roi, (_HAAR_EYE_ROI_WIDTH, round(_HAAR_EYE_BAND * h * zoom)),
-                             flags=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        band = round(_HAAR_EYE_BAND * h * zoom)
+        roi = np.ascontiguousarray(_warp(gray, to_roi, max(_HAAR_EYE_ROI_WIDTH, band))[:band, :_HAAR_EYE_ROI_WIDTH])
         low, high = (round(f * _HAAR_EYE_ROI_WIDTH) for f in _HAAR_EYE_SIZE)
         found = self._eyes.detectMultiScale(cv2.equalizeHist(roi), scaleFactor=1.1, minNeighbors=3,
                                             minSize=(low, low), maxSize=(high, high))
@@ -355,9 +368,9 @@ def _pupil_centre(gray: np.ndarray, eye: np.ndarray) -> tuple[float, float]:
     x, y, w, h = eye
     x0, x1 = int(x + 0.15 * w), int(math.ceil(x + 0.85 * w))
     y0, y1 = int(y + 0.3 * h), int(math.ceil(y + 0.8 * h))   # below the brow
-    patch = cv2.GaussianBlur(gray[y0:y1, x0:x1].astype(np.float32), (0, 0), 0.03 * w)
-    if patch.size == 0:
+    if y1 <= y0 or x1 <= x0:
         return float(x + w / 2 - 0.5), float(y + h / 2 - 0.5)
+    patch = cv2.GaussianBlur(gray[y0:y1, x0:x1].astype(np.float32), (0, 0), 0.03 * w)
     weight = np.clip(np.percentile(patch, 15) - patch + 1, 0, None)
     rows, cols = np.mgrid[y0:y1, x0:x1]
     total = float(weight.sum())

@@ -74,8 +74,9 @@ class FaceCrop:
     """A face aligned out of a frame.
 
     image: uint8 RGB (S, S, 3). matrix: float64 (2, 3) similarity frame -> crop, pixel centres at
-    integer coordinates (``cv2.warpAffine(frame, matrix, (S, S))`` reads the same pixels, away from
-    the frame's border). face: the detection it came from. quad: (4, 2) the FFHQ quad's corners in
+    integer coordinates (``cv2.warpAffine(frame, matrix, (S, S))`` reads the same pixels away from
+    the frame's border, for faces not much larger than the crop; larger ones are area-shrunk
+    first). face: the detection it came from. quad: (4, 2) the FFHQ quad's corners in
     the frame (top-left, bottom-left, bottom-right, top-right). framing: how the quad was placed
     (it places the paste-back mask too). padded: the quad reached past the frame. info: one line
     saying how the crop was made.
@@ -169,7 +170,10 @@ def align_face(frame: np.ndarray, face: Face, size: int, framing: Framing = FFHQ
     region_px = float(to_region[0, 0])                               # region px per frame px
     before = np.maximum(inside_low - low, 0)                          # frame px missing left / top
     after = np.maximum(high - inside_high, 0)                         # right / bottom
-    padded = bool(before.any() or after.any())
+    # As the official code: padded only where the crop itself comes within 4 px of the frame's
+    # edge or past it; a border that merely reaches past the frame is read by reflection.
+    reach = np.concatenate([-np.floor(footprint.min(axis=0)), np.ceil(footprint.max(axis=0)) - (width, height)])
+    padded = bool((reach > -4).any())
     pixels = region.astype(np.float32)
     if padded:
         pad_low = np.where(before > 0, np.maximum(before, round(PAD_MIN * quad_side)), 0)
@@ -232,8 +236,8 @@ class FaceAligner:
         if faces:
             return faces
         if found:
-            raise FaceNotFoundError(f"{name}: the only face found is too small to edit (eyes "
-                                    f"{max(f.eye_distance for f in found):.0f} px apart, at least "
+            raise FaceNotFoundError(f"{name}: no face large enough to edit ({len(found)} found, the largest with "
+                                    f"eyes {max(f.eye_distance for f in found):.0f} px apart; at least "
                                     f"{MIN_FACE_EYE_DISTANCE:.0f} needed: a face of about 32 px)")
         raise FaceNotFoundError(f"{name}: no face found ({self.detector.name} detector)")
 
@@ -297,6 +301,7 @@ def paste_back(frame: np.ndarray, edited_crop: np.ndarray, face_crop: FaceCrop, 
     roi_size = (x1 - x0, y1 - y0)
     source = edited_crop   # warped as uint8: OpenCV's integer path is several times faster than float
     zoom = math.sqrt(abs(np.linalg.det(edit_to_roi[:, :2])))      # frame px per edit px
+    footprint_side = zoom * side                                  # the crop's side in the frame, px
     if zoom < 0.5:   # an edit much finer than its footprint: area-downscale it first (no aliasing)
         reduced = max(2, round(side * zoom / 0.7))
         source = cv2.resize(source, (reduced, reduced), interpolation=cv2.INTER_AREA)
@@ -311,7 +316,7 @@ def paste_back(frame: np.ndarray, edited_crop: np.ndarray, face_crop: FaceCrop, 
     mask = np.clip(mask, 0, 1)[:, :, None]
     roi = frame[y0:y1, x0:x1].astype(np.float32)
     if match_colours:
-        warped = warped + (1 - mask) * _seam_correction(roi, warped, mask, SEAM_SMOOTHING * zoom * side)
+        warped = warped + (1 - mask) * _seam_correction(roi, warped, mask, SEAM_SMOOTHING * footprint_side)
     blended = np.clip(np.floor(roi + mask * (warped - roi) + 0.5), 0, 255)
     result[y0:y1, x0:x1] = np.where(mask > 0, blended, roi).astype(np.uint8)
     return result

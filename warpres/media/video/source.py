@@ -46,13 +46,27 @@ class _PyAvCapture:
         self._frames = self._decode()
 
     def _decode(self):
+        last = None
         for packet in self.container.demux(self.stream):
             try:
                 frames = packet.decode()
             except self._av.error.FFmpegError:
-                self.skipped += 1   # a corrupt packet: its frame is lost, the clip goes on
+                # A corrupt packet: its frame is lost, and the one before stands in for it, so the
+                # clip keeps its length and its audio stays in step.
+                self.skipped += 1
+                if last is not None:
+                    yield last
                 continue
-            yield from frames
+            for frame in frames:
+                last = self._upright(frame)
+                yield last
+
+    @staticmethod
+    def _upright(frame) -> np.ndarray:
+        """BGR pixels turned as the file says to show them (phone videos are stored sideways)."""
+        pixels = frame.to_ndarray(format="bgr24")
+        turns = round(getattr(frame, "rotation", 0) / 90) % 4
+        return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
 
     def get(self, prop: int) -> float:
         if prop == cv2.CAP_PROP_FPS:
@@ -74,7 +88,7 @@ class _PyAvCapture:
         except self._av.error.FFmpegError:
             self.skipped += 1
             return False, None
-        return True, frame.to_ndarray(format="bgr24")
+        return True, frame
 
     def release(self) -> None:
         self.container.close()

@@ -72,19 +72,26 @@ class _PyAvEncoder:
         self.name = name
         self.codec = OUTPUT_CODECS[suffix][0]
         self.rate = Fraction(fps).limit_denominator(1001)
-        self.container = av.open(str(path), "w", format={".mkv": "matroska", ".avi": "avi"}.get(suffix, "mp4"))
-        self.stream = self.container.add_stream(self.codec, rate=self.rate)
-        self.stream.width, self.stream.height = size
-        self.stream.pix_fmt = "yuv420p"
-        if self.codec == "libx264":
-            self.stream.options = dict(H264_OPTIONS)
-        else:   # MPEG-4 Part 2 has no CRF: a bit rate near visually lossless for its age (0.3 bit / pixel)
-            self.stream.bit_rate = int(max(2e6, 0.3 * size[0] * size[1] * fps))
         self.frames = 0
         self._audio_input = None
         self._audio_pairs = []
-        if audio_from is not None:
-            self._open_audio(audio_from)
+        self._audio_start = Fraction(0)   # the input video's first timestamp: the output's time 0
+        self.container = av.open(str(path), "w", format={".mkv": "matroska", ".avi": "avi"}.get(suffix, "mp4"))
+        try:
+            self.stream = self.container.add_stream(self.codec, rate=self.rate)
+            self.stream.width, self.stream.height = size
+            self.stream.pix_fmt = "yuv420p"
+            if self.codec == "libx264":
+                self.stream.options = dict(H264_OPTIONS)
+            else:   # MPEG-4 Part 2 has no CRF: a bit rate near visually lossless for its age (0.3 bit / pixel)
+                self.stream.bit_rate = int(max(2e6, 0.3 * size[0] * size[1] * fps))
+            if audio_from is not None:
+                self._open_audio(audio_from)
+        except BaseException:
+            if self._audio_input is not None:
+                self._audio_input.close()
+            self.container.close()
+            raise
 
     def _open_audio(self, source: Path) -> None:
         try:
@@ -92,16 +99,21 @@ class _PyAvEncoder:
         except self._av.error.FFmpegError as exc:
             log.warning("%s: cannot read its audio (%s); writing video only", source, exc)
             return
-        for audio in audio_input.streams.audio:
-            try:
-                self._audio_pairs.append((audio, self.container.add_stream_from_template(audio)))
-            except (ValueError, self._av.error.FFmpegError) as exc:
-                log.warning("%s: its %s audio cannot go into %s (%s); left out", source, audio.codec_context.name,
-                            self.name, exc)
-        if self._audio_pairs:
-            self._audio_input = audio_input
-        else:
-            audio_input.close()
+        try:
+            for audio in audio_input.streams.audio:
+                try:
+                    self._audio_pairs.append((audio, self.container.add_stream_from_template(audio)))
+                except (ValueError, self._av.error.FFmpegError) as exc:
+                    log.warning("%s: its %s audio cannot go into %s (%s); left out", source,
+                                audio.codec_context.name, self.name, exc)
+            video = audio_input.streams.video[0] if audio_input.streams.video else None
+            if video is not None and video.start_time is not None:
+                self._audio_start = video.start_time * video.time_base
+        finally:
+            if self._audio_pairs:
+                self._audio_input = audio_input
+            else:
+                audio_input.close()
 
     def write(self, rgb: np.ndarray) -> None:
         frame = self._av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -122,13 +134,16 @@ class _PyAvEncoder:
             self.container.close()
 
     def _copy_audio(self, duration: Fraction) -> None:
-        """Stream-copy the input's audio packets up to the video's duration."""
+        """Stream-copy the input's audio packets over the video's span, their timestamps moved so
+        that the input video's first frame is the output's time 0 (as the video is written)."""
         outputs = dict(self._audio_pairs)
         for packet in self._audio_input.demux([source for source, _ in self._audio_pairs]):
             if packet.dts is None or packet.pts is None:
                 continue   # the demuxer's flush packet
-            if packet.pts * packet.time_base >= duration:
+            shift = round(self._audio_start / packet.time_base)
+            if packet.pts - shift < 0 or (packet.pts - shift) * packet.time_base >= duration:
                 continue
+            packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
             packet.stream = outputs[packet.stream]
             self.container.mux(packet)
 
