@@ -191,7 +191,8 @@ def test_a_face_near_the_border_but_inside_it_is_not_padded(portrait, aligner):
     # The portrait on a larger canvas, cut 8 px outside the crop's footprint on every side.
     canvas = cv2.copyMakeBorder(portrait, 200, 200, 200, 200, cv2.BORDER_CONSTANT, value=BACKGROUND)
     placed = aligner.align(canvas, "canvas.png")
-    corners = placed.to_frame(np.array([[-0.5, -0.5], [SIZE - 0.5, -0.5], [-0.5, SIZE - 0.5], [SIZE - 0.5, SIZE - 0.5]]))
+    edge = SIZE - 0.5
+    corners = placed.to_frame(np.array([[-0.5, -0.5], [edge, -0.5], [-0.5, edge], [edge, edge]]))
     (left, top), (right, bottom) = np.floor(corners.min(axis=0)) - 8, np.ceil(corners.max(axis=0)) + 8
     near = np.ascontiguousarray(canvas[int(top):int(bottom), int(left):int(right)])
     again = aligner.align(near, "near.png")
