@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from warpres.benchmark import measure, stage_table, table
+from warpres.benchmark import measure_sessions, stage_table, table
 from warpres.calibration.calibrate import calibrate
 from warpres.demo.bundle import exported, read_bundle
 from warpres.demo.prior import sample_params
@@ -84,16 +84,10 @@ def bench_family(family: str, folder: Path, batches: list[int], iterations: int,
         sessions.append(Session(folder, "openvino", precision="bf16", directions=DIRECTIONS))
     sessions += [Session(calibrated[p], "openvino", precision=p, directions=DIRECTIONS) for p in ("int8", "mixed")]
     sessions.append(Session(folder, "onnxruntime", precision="fp32", directions=DIRECTIONS))
-    rows, reference = [], {}
-    for session in sessions:
-        for batch in batches:
-            images = to_model_input(renders(batch, 100 + batch, size), size)
-            row = measure(session, images, EDIT, iterations=iterations, warmup=1)
-            print(f"  {family} {row.backend} B={batch}: full {row.full_edit:.3f}s cached {row.cached_edit:.3f}s",
-                  flush=True)
-            rows.append(row)
-            if session is sessions[0]:
-                reference[batch] = row
+    rows, reference = measure_sessions(sessions, batches,
+                                       lambda batch: to_model_input(renders(batch, 100 + batch, size), size),
+                                       EDIT, iterations=iterations, label=family,
+                                       report=lambda line: print(line, flush=True))
     return (f"### demo {family}\n\n" + "\n".join(lines) + f"\n{table(rows, reference)}\n\n"
             f"Per-stage time within one full edit (ms):\n\n{stage_table(rows)}\n")
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from warpres.benchmark import fixed_latent_shift, measure, stage_table, synthetic_images, table
+from warpres.benchmark import fixed_latent_shift, measure_sessions, stage_table, synthetic_images, table
 from warpres.export import export_model
 from warpres.files import atomic_path
 from warpres.media.video.pipeline import run_video
@@ -73,17 +73,9 @@ def bench_arch(arch: str, batches: list[int], iterations: int, work: Path) -> tu
     sessions = [Session(model, "torch", precision="fp32", max_batch=chunk)]
     sessions += [Session(model, "torch", precision=p, max_batch=chunk) if b == "torch"
                  else Session(folder.path, b, precision=p, max_batch=chunk) for b, p in CANDIDATES]
-    rows, reference = [], {}
-    for session in sessions:
-        for batch in batches:
-            images = synthetic_images(batch, info_size, seed=batch)
-            # a warm-up per batch size: OpenVINO and oneDNN compile kernels for each new input shape
-            row = measure(session, images, edit, iterations=iterations, warmup=1)
-            print(f"  {arch} {row.backend} B={batch}: full {row.full_edit:.3f}s cached {row.cached_edit:.3f}s",
-                  flush=True)
-            rows.append(row)
-            if session is sessions[0]:
-                reference[batch] = row
+    rows, reference = measure_sessions(sessions, batches, lambda batch: synthetic_images(batch, info_size, seed=batch),
+                                       edit, iterations=iterations, label=arch,
+                                       report=lambda line: print(line, flush=True))
     best = min((r for r in rows if r.batch == 1 and r.backend != rows[0].backend), key=lambda r: r.full_edit)
     best_session = next(s for s in sessions if s.backend.name == best.backend)
     fps = video_fps(best_session, info_size, edit, work)

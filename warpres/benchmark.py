@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +89,23 @@ def psnr(images: np.ndarray, reference: np.ndarray) -> float:
         raise ValueError(f"shapes differ: {images.shape} vs {reference.shape}")
     mse = float(np.mean((images.astype(np.float64) - reference.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def measure_sessions(sessions: Sequence, batches: Sequence[int], images_for: Callable[[int], np.ndarray], edits,
+                     *, iterations: int = 3, label: str = "", report: Callable[[str], None] = print
+                     ) -> tuple[list[Measurement], dict[int, Measurement]]:
+    """`measure` every session at every batch size on ``images_for(batch)``; the first session is
+    the reference. Returns the rows and the reference row per batch size. A warm-up per batch
+    size: OpenVINO and oneDNN compile kernels for each new input shape."""
+    rows, reference = [], {}
+    for session in sessions:
+        for batch in batches:
+            row = measure(session, images_for(batch), edits, iterations=iterations, warmup=1)
+            report(f"  {label} {row.backend} B={batch}: full {row.full_edit:.3f}s cached {row.cached_edit:.3f}s")
+            rows.append(row)
+            if session is sessions[0]:
+                reference[batch] = row
+    return rows, reference
 
 
 def table(rows: Sequence[Measurement], reference: Mapping[int, Measurement] | None = None) -> str:

@@ -26,6 +26,8 @@ was tried with the final-image PSNR as the metric: on the demo encoder it had no
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,9 +140,11 @@ class OpenVinoQuantizer:
         rows = sample_rows(inputs)
         preset = nncf.QuantizationPreset.MIXED if recipe.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
         try:
-            return nncf.quantize(model, nncf.Dataset(rows), subset_size=len(rows), preset=preset,
-                                 ignored_scope=nncf.IgnoredScope(names=names, types=types, validate=False),
-                                 advanced_parameters=advanced)
+            # NNCF draws its own progress bars on stdout (rich, per statistics pass); ours cover them.
+            with contextlib.redirect_stdout(io.StringIO()):
+                return nncf.quantize(model, nncf.Dataset(rows), subset_size=len(rows), preset=preset,
+                                     ignored_scope=nncf.IgnoredScope(names=names, types=types, validate=False),
+                                     advanced_parameters=advanced)
         except Exception as exc:  # NNCF raises many kinds
             raise CalibrationError(f"{stage.name}: NNCF could not quantize the stage ({type(exc).__name__}: {exc})") \
                 from exc
