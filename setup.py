@@ -42,7 +42,11 @@ setup(
         # INT8 / mixed calibration (`warpres calibrate`): NNCF for OpenVINO, ModelOpt (above) for TensorRT, SSIM.
         "calibration": ["nvidia-modelopt", "onnxslim", "onnxconverter-common", "onnxscript", "lief", "cppimport",
                         "onnx-graphsurgeon", "polygraphy", "nncf>=3.0", "scikit-image>=0.22"],
-        "test": ["pytest>=8", "scikit-image>=0.22"],  # skimage ships the public-domain portrait the face tests use
+        # The browser app (`warpres app`).
+        "app": ["gradio>=5"],
+        # skimage ships the public-domain portrait the face tests use; playwright drives a system
+        # Chromium in the browser test (its own browser download is not used).
+        "test": ["pytest>=8", "scikit-image>=0.22", "gradio>=5", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["warpres = warpres.cli:main"]},
 )

@@ -65,7 +65,7 @@ def photos(tmp_path):
 
 
 def test_every_command_has_help():
-    for command in ("edit", "video", "export", "info", "bench", "models", "edits", "calibrate"):
+    for command in ("edit", "video", "export", "info", "bench", "models", "edits", "calibrate", "app"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
 

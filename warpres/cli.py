@@ -303,6 +303,28 @@ def video(model, directions, backend, precision, max_batch, allow_embedded_plugi
                + (f"; wrote {stats.output} ({stats.codec})" if stats.output else ""), err=True)
 
 
+# -- app --------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--model", "-m", "models", multiple=True, type=MODEL, default=("demo",), show_default=True,
+              help=MODEL_HELP + " Repeat for side-by-side columns; demo shows E0 only, StyleRes and WarpRes.")
+@backend_option
+@click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860)
+@click.option("--max-upload-mb", type=click.FloatRange(0.1), default=20.0, help="Largest photo accepted.")
+def app(models, backend, host, port, max_upload_mb) -> None:
+    """Edit photos in the browser: sliders per edit, the models side by side (Gradio)."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise click.ClickException("warpres app needs Gradio: pip install 'warpres[app]'") from None
+    from warpres.app.web import build_interface, launch, open_editor
+
+    page = build_interface(open_editor([str(model) for model in models], backend))
+    click.echo(f"warpres app on http://{host}:{port} (Ctrl-C stops it)", err=True)
+    launch(page, host, port, max_upload_mb)
+
+
 # -- bench ------------------------------------------------------------------------------------
 
 def _batch_sizes(text: str, count: int | None = None) -> list[int]:
