@@ -28,6 +28,7 @@ import numpy as np
 from warpres.app.stills import compose
 from warpres.edits import EditRequest, edit_range
 from warpres.errors import WarpresError
+from warpres.media.annotate import draw_flow
 from warpres.media.faces import FaceAligner, FaceCrop, FaceNotFoundError
 from warpres.media.fit import SquareFit, fit_square
 from warpres.media.imageio import to_rgb8
@@ -36,6 +37,7 @@ DEFAULT_MAX_UPLOAD_MB = 20
 MAX_PIXELS = 40_000_000           # larger uploads are refused (a 40 MP photo is 120 MB decoded)
 SESSION_TTL_S = 30 * 60           # an abandoned browser session's photo and inversions are dropped
 MAX_SESSIONS = 16                 # at most this many browser sessions keep state at once
+FLOW_VIEW_SIDE = 384              # px; the flow view's image
 CONCURRENCY = 2                   # edits run at once (2 cores: more would only queue inside OpenVINO)
 
 
@@ -53,6 +55,8 @@ class Editing:
     pieces: list[FaceCrop | SquareFit]
     inversions: dict[str, object] = field(default_factory=dict)
     last: dict[str, np.ndarray] = field(default_factory=dict)   # the latest composed result per model
+    crops: dict[str, list] = field(default_factory=dict)        # the latest edited crops per model
+    requests: list = field(default_factory=list)                 # the edit they show
     seconds: float = 0.0                                         # how long the latest edit took
 
 
@@ -106,10 +110,24 @@ class Editor:
         requests = [EditRequest(name, float(value)) for name, value in strengths.items() if value]
         start = time.perf_counter()
         for model in self.models:
-            images = model.session.edit(editing.inversions[model.name], requests or None)
-            editing.last[model.name] = compose(editing.frame, editing.pieces, list(images))
+            images = list(model.session.edit(editing.inversions[model.name], requests or None))
+            editing.crops[model.name] = images
+            editing.last[model.name] = compose(editing.frame, editing.pieces, images)
         editing.seconds = time.perf_counter() - start
+        editing.requests = requests
         return editing
+
+    def flow_view(self, editing: Editing, name: str) -> np.ndarray | None:
+        """The first face's edited crop with the flow WarpRes predicted for the current edit drawn
+        on it (the paper's Fig. 7), or None for a model without a flow head."""
+        model = next(m for m in self.models if m.name == name)
+        if "flow" not in _stage_outputs(model.session) or not editing.crops:
+            return None
+        flow = model.session.edit_tensors(editing.inversions[name][0:1], editing.requests or None, ["flow"])["flow"]
+        crop = editing.crops[name][0]
+        side = max(FLOW_VIEW_SIDE, crop.shape[0])   # arrows need room: small crops are shown enlarged
+        return draw_flow(cv2.resize(crop, (side, side), interpolation=cv2.INTER_CUBIC), flow[0], step=3,
+                         min_pixels=0.15)
 
     def residual_view(self, editing: Editing, name: str) -> np.ndarray | None:
         """The residual branch's per-pixel magnitude for the first face, as a heat map the crop's
@@ -143,6 +161,7 @@ def build_interface(editor: Editor):
     import gradio as gr
 
     residuals = [model.name for model in editor.models if "residual" in _stage_outputs(model.session)]
+    flows = [model.name for model in editor.models if "flow" in _stage_outputs(model.session)]
     names = [name for name, _ in editor.directions]
     unchanged = [gr.update()] * (len(editor.models) + len(residuals) + 1)
 
@@ -168,6 +187,11 @@ def build_interface(editor: Editor):
 
     scratch = tempfile.TemporaryDirectory(prefix="warpres-app-")   # removed with the page
 
+    def flow_images(editing):
+        if editing is None:
+            return [gr.update()] * len(flows)
+        return [editor.flow_view(editing, name) for name in flows]
+
     def downloads(editing):
         if editing is None:
             raise gr.Error("upload a photo first")
@@ -191,6 +215,9 @@ def build_interface(editor: Editor):
         with gr.Row():
             views = [gr.Image(label=f"{name}: residual magnitude", type="numpy", interactive=False)
                      for name in residuals]
+            flow_views = [gr.Image(label=f"{name}: predicted flow (updated when a slider is released)",
+                                   type="numpy", interactive=False, elem_id=f"flow-{index}")
+                          for index, name in enumerate(flows)]
         with gr.Row():
             prepare = gr.Button(f"download the {editor.models[-1].name} result and its W+ code")
             files = gr.File(label="downloads", file_count="multiple", interactive=False)
@@ -200,6 +227,7 @@ def build_interface(editor: Editor):
         for slider in sliders:
             slider.change(edited, [state, *sliders], outputs, trigger_mode="always_last",
                           concurrency_limit=CONCURRENCY, show_progress="hidden")
+            slider.release(flow_images, [state], flow_views, concurrency_limit=CONCURRENCY, show_progress="hidden")
         prepare.click(downloads, [state], [files])
     page.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     page.scratch = scratch

@@ -282,6 +282,27 @@ class Session:
         size = len(inversion)
         return [images[i * size:(i + 1) * size] for i in range(len(edit_sets))]
 
+    def edit_tensors(self, inversion: Inversion | ImageHandle | Sequence[ImageHandle], edits: Edits,
+                     names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Dataflow tensors an edit computes on the way to its image (e.g. WarpRes's ``flow``, the
+        fused ``feat_fused``), for inspection: name -> float32 (B, ...) on the host."""
+        inversion = self._as_inversion(inversion)
+        produced = {target for step in self._edit for _, target in step.produces}
+        unknown = sorted(set(names) - produced)
+        if unknown:
+            raise WarpresError(f"a {self.info.family} edit computes no {', '.join(unknown)}; it computes "
+                               f"{', '.join(sorted(produced))}")
+        wplus_edit = self.edited_latents(inversion, edits)
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for start in range(0, len(inversion), self.max_batch):
+            part = slice(start, start + self.max_batch)
+            tensors = self._cached(inversion.handles[part], 0)
+            tensors["wplus_edit"] = self.device.upload(wplus_edit[part], "wplus", 0)
+            tensors = self._run(self._edit, tensors, 0)
+            for name in names:
+                parts[name].append(self.device.download(tensors[name], name, 0).result())
+        return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+
     def edit_batch(self, images, edits: Edits = None):
         """invert + edit in one call (nothing stays cached for reuse beyond the LRU)."""
         return self.edit(self.invert(images), edits)
