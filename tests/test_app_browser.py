@@ -121,3 +121,27 @@ def test_an_upload_without_a_face_says_so_in_the_page(app_url, browser, tmp_path
     page.get_by_text("no face found").first.wait_for(timeout=60_000)
     assert "Traceback" not in page.content()
     page.close()
+
+
+def test_two_users_at_once_see_only_their_own_photo(app_url, browser):
+    pages, inputs = [], []
+    for sample in ("sample-0.png", "sample-3.png"):
+        page = browser.new_context().new_page()       # separate contexts: two users, two sessions
+        page.goto(app_url)
+        page.locator("#photo input[type=file]").set_input_files(str(SAMPLES / sample))
+        pages.append(page)
+        inputs.append(read_image(SAMPLES / sample).astype(int))
+    for page in pages:
+        wait_for_new_image(page, "result-2", None)
+    sources = [image_of(page, "result-2")[0] for page in pages]
+    number = pages[0].locator("#edit-smile input[type=number]")   # the first user edits
+    number.fill("1")
+    number.press("Enter")
+    wait_for_new_image(pages[0], "result-2", sources[0])
+    for index, page in enumerate(pages):
+        _, shown = image_of(page, "result-2")
+        own, other = (np.abs(shown - inputs[k]).mean() for k in (index, 1 - index))
+        assert own < 0.5 * other
+    assert image_of(pages[1], "result-2")[0] == sources[1]       # the second user's result did not move
+    for page in pages:
+        page.context.close()

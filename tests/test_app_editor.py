@@ -79,3 +79,19 @@ def test_edit_tensors_names_what_an_edit_computes(editor, photo):
     assert fused.shape[0] == 1 and fused.dtype == np.float32
     with pytest.raises(WarpresError, match="a styleres edit computes no flow"):
         styleres.edit_tensors(inversion, None, ["flow"])
+
+
+def test_a_saved_code_reloads_the_same_edit(editor, photo, tmp_path):
+    editing = editor.edit(editor.load(photo), {"smile": 0.5})
+    _, codes = write_downloads(editing, "WarpRes", tmp_path / "saved")
+    expected = editing.last["WarpRes"].copy()
+    again = editor.load(photo)
+    shifted = np.load(codes) + 0.5
+    np.save(tmp_path / "other.npy", shifted)
+    editor.use_codes(again, tmp_path / "other.npy")
+    assert not np.array_equal(editor.edit(again, {"smile": 0.5}).last["WarpRes"], expected)
+    editor.use_codes(again, codes)
+    np.testing.assert_array_equal(editor.edit(again, {"smile": 0.5}).last["WarpRes"], expected)
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 4)))
+    with pytest.raises(WarpresError, match=r"the code has shape \(3, 4\)"):
+        editor.use_codes(again, tmp_path / "wrong.npy")

@@ -16,6 +16,7 @@ written only when asked for (a button), into a temporary folder Gradio serves fr
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Sequence
@@ -117,6 +118,29 @@ class Editor:
         editing.requests = requests
         return editing
 
+    def use_codes(self, editing: Editing, path: str | Path) -> Editing:
+        """Edit from saved W+ codes (a downloaded wplus.npy: one code per face of this photo)
+        instead of the photo's own inversion; the photo's residual features stay. Every model
+        whose W+ has the codes' shape takes them (the demo models share E0)."""
+        try:
+            codes = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise WarpresError(f"not a saved W+ code (.npy from this app): {exc}") from None
+        applied = 0
+        for model in self.models:
+            inversion = editing.inversions[model.name]
+            if codes.shape != inversion.wplus.shape or not np.all(np.isfinite(codes)):
+                continue
+            handles = tuple(dataclasses.replace(handle, wplus=np.ascontiguousarray(code, np.float32))
+                            for handle, code in zip(inversion.handles, codes, strict=True))
+            editing.inversions[model.name] = dataclasses.replace(inversion, handles=handles)
+            applied += 1
+        if not applied:
+            shapes = {tuple(inv.wplus.shape) for inv in editing.inversions.values()}
+            raise WarpresError(f"the code has shape {codes.shape}; this photo with these models needs "
+                               f"{' or '.join(map(str, sorted(shapes)))} (one code per face)")
+        return editing
+
     def flow_view(self, editing: Editing, name: str) -> np.ndarray | None:
         """The first face's edited crop with the flow WarpRes predicted for the current edit drawn
         on it (the paper's Fig. 7), or None for a model without a flow head."""
@@ -192,6 +216,15 @@ def build_interface(editor: Editor):
             return [gr.update()] * len(flows)
         return [editor.flow_view(editing, name) for name in flows]
 
+    def codes_loaded(editing, file, *values):
+        if editing is None or file is None:
+            raise gr.Error("upload the photo the code belongs to first")
+        try:
+            editor.use_codes(editing, file)
+        except WarpresError as exc:
+            raise gr.Error(str(exc)) from None
+        return (editing, *outputs_of(editor.edit(editing, dict(zip(names, values, strict=True)))))
+
     def downloads(editing):
         if editing is None:
             raise gr.Error("upload a photo first")
@@ -221,6 +254,7 @@ def build_interface(editor: Editor):
         with gr.Row():
             prepare = gr.Button(f"download the {editor.models[-1].name} result and its W+ code")
             files = gr.File(label="downloads", file_count="multiple", interactive=False)
+            saved = gr.File(label="edit from a saved W+ code (wplus.npy)", file_types=[".npy"], type="filepath")
         outputs = [state, *results, *views, status]
         for trigger in (photo.upload, align.change, largest.change):
             trigger(loaded, [photo, align, largest, *sliders], outputs, concurrency_limit=CONCURRENCY)
@@ -229,6 +263,7 @@ def build_interface(editor: Editor):
                           concurrency_limit=CONCURRENCY, show_progress="hidden")
             slider.release(flow_images, [state], flow_views, concurrency_limit=CONCURRENCY, show_progress="hidden")
         prepare.click(downloads, [state], [files])
+        saved.upload(codes_loaded, [state, saved, *sliders], outputs, concurrency_limit=CONCURRENCY)
     page.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     page.scratch = scratch
     return page
