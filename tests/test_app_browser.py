@@ -86,7 +86,7 @@ def test_upload_and_slide_edits_the_mouth_in_the_browser(app_url, browser):
     reconstruction_source, reconstruction = image_of(page, "result-2")
     assert reconstruction.shape == read_image(sample).shape                   # the photo's own size
 
-    latencies = []
+    latencies, server = [], []
     source = reconstruction_source
     for value in ("0.5", "1"):
         number = page.locator("#edit-smile input[type=number]")
@@ -94,11 +94,13 @@ def test_upload_and_slide_edits_the_mouth_in_the_browser(app_url, browser):
         number.press("Enter")
         latencies.append(wait_for_new_image(page, "result-2", source))
         source, edited = image_of(page, "result-2")
+        server.append(page.locator("#status").inner_text())
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
     # Measured, not asserted (no timed tests): README "Browser app" quotes these.
     (ARTIFACTS / "app_latency.json").write_text(json.dumps(
-        {"first_image_s": first_image, "slider_to_image_ms": [1000 * t for t in latencies]}) + "\n")
+        {"first_image_s": first_image, "slider_to_image_ms": [1000 * t for t in latencies],
+         "server_status": server}) + "\n")
 
     _, masks = render_with_masks(params, reconstruction.shape[0])
     mouth = cv2.dilate(masks["mouth"].astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)

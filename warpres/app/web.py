@@ -105,12 +105,12 @@ class Editor:
             editing.inversions[model.name] = model.session.invert(squares)
         return editing
 
-    def edit(self, editing: Editing, strengths: dict[str, float]) -> Editing:
-        """Re-edit every model from its cached inversion with ``strengths`` (name -> value; zeros
-        are left out) and compose the results into the photo."""
+    def edit(self, editing: Editing, strengths: dict[str, float], only: Sequence[str] | None = None) -> Editing:
+        """Re-edit every model (or those named in ``only``) from its cached inversion with
+        ``strengths`` (name -> value; zeros are left out) and compose the results into the photo."""
         requests = [EditRequest(name, float(value)) for name, value in strengths.items() if value]
         start = time.perf_counter()
-        for model in self.models:
+        for model in self.models if only is None else [m for m in self.models if m.name in only]:
             images = list(model.session.edit(editing.inversions[model.name], requests or None))
             editing.crops[model.name] = images
             editing.last[model.name] = compose(editing.frame, editing.pieces, images)
@@ -204,10 +204,22 @@ def build_interface(editor: Editor):
             raise gr.Error(str(exc)) from None
         return (editing, *outputs_of(editor.edit(editing, dict(zip(names, values, strict=True)))))
 
+    primary = editor.models[-1].name   # the main column (WarpRes with the demo models) answers first
+    others = [model.name for model in editor.models[:-1]]
+
     def edited(editing, *values):
         if editing is None:
             return (None, *unchanged)
-        return (editing, *outputs_of(editor.edit(editing, dict(zip(names, values, strict=True)))))
+        editor.edit(editing, dict(zip(names, values, strict=True)), only=[primary])
+        status = f"{len(editing.pieces)} face(s) · {primary} edit {1000 * editing.seconds:.0f} ms"
+        return (editing, *[gr.update()] * (len(editor.models) - 1), editing.last[primary],
+                *[editor.residual_view(editing, name) for name in residuals], status)
+
+    def edited_others(editing, *values):
+        if editing is None or not others:
+            return [gr.update()] * len(others)
+        editor.edit(editing, dict(zip(names, values, strict=True)), only=others)
+        return [editing.last[name] for name in others]
 
     scratch = tempfile.TemporaryDirectory(prefix="warpres-app-")   # removed with the page
 
@@ -260,7 +272,8 @@ def build_interface(editor: Editor):
             trigger(loaded, [photo, align, largest, *sliders], outputs, concurrency_limit=CONCURRENCY)
         for slider in sliders:
             slider.change(edited, [state, *sliders], outputs, trigger_mode="always_last",
-                          concurrency_limit=CONCURRENCY, show_progress="hidden")
+                          concurrency_limit=CONCURRENCY, show_progress="hidden").then(
+                edited_others, [state, *sliders], results[:-1], show_progress="hidden")
             slider.release(flow_images, [state], flow_views, concurrency_limit=CONCURRENCY, show_progress="hidden")
         prepare.click(downloads, [state], [files])
         saved.upload(codes_loaded, [state, saved, *sliders], outputs, concurrency_limit=CONCURRENCY)
