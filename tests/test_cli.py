@@ -373,3 +373,9 @@ def test_help_after_a_backend_lists_only_the_precisions_it_runs(backend, listed)
         assert result.exit_code == 0
         line = next(line for line in result.output.splitlines() if "--precision" in line)
         assert line.split()[1] == listed, line
+
+
+def test_app_refuses_a_model_folder_that_fails_verification_in_one_line(tmp_path):
+    pytest.importorskip("gradio")
+    result = run("app", "--model", tmp_path)
+    assert result.exit_code == 1 and "not an exported model" in result.output and "Traceback" not in result.output

@@ -305,7 +305,7 @@ def open_editor(specs: Sequence[str], backend: str = "auto") -> Editor:
 def launch(page, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
            block: bool = True):
     """Serve ``page`` on host:port, never through a public share link."""
-    return page.launch(server_name=host, server_port=port, share=False, max_file_size=f"{max_upload_mb}mb",
+    return page.launch(server_name=host, server_port=port, share=False, max_file_size=int(max_upload_mb * 2**20),
                        state_session_capacity=MAX_SESSIONS, prevent_thread_lock=not block, quiet=True,
                        show_error=True, footer_links=[])
 
