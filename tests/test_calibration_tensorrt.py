@@ -92,7 +92,9 @@ def test_tensorrt_rtx_builds_int8_and_mixed_engines(calibrated, tmp_path):
     build_model_engines(folder.path, precision="mixed", profiles=((1, 1, 2),), progress=False)
     assert (folder.path / "engines" / "synthesis_tail.fp16.onnx").is_file()
     folder = open_model_folder(folder.path)
-    assert built_precisions(folder, picked_by_default=True)[:2] == ["mixed", "int8"]
+    # The int8 engines came from the calibration before: its tail engine is no longer the pinned one.
+    assert built_precisions(folder, picked_by_default=True)[0] == "mixed"
+    assert "int8" not in built_precisions(folder)
     data["calibration"]["tensorrt"]["meets_bar"] = False
     (folder.path / MANIFEST_NAME).write_text(json.dumps(data))
     assert "mixed" not in built_precisions(open_model_folder(folder.path), picked_by_default=True)
@@ -104,3 +106,30 @@ def test_building_int8_without_a_calibration_says_what_to_run(exports):
 
     with pytest.raises(ExportError, match="no tensorrt calibration.*warpres calibrate"):
         build_model_engines(exports("warpres").folder.path, precision="int8", progress=False)
+
+
+def test_engines_from_an_earlier_calibration_are_refused_after_recalibrating(calibrated, tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="needs TensorRT-RTX: pip install 'warpres[tensorrt-test]'")
+    from warpres.errors import BackendError
+    from warpres.export.engines import build_model_engines
+    from warpres.files import sha256_file
+    from warpres.runtime.tensorrt.engine_file import EngineTarget, check_engines, stale_calibrated_stages
+
+    folder = copy_of(calibrated[0], tmp_path / "model")
+    build_model_engines(folder.path, precision="int8", profiles=((1, 1, 2),), progress=False)
+    assert stale_calibrated_stages(open_model_folder(folder.path), "int8") == []
+    # A recalibration that changed the encoder's Q/DQ graph (a new file, pinned anew).
+    encoder = folder.manifest.stages[0]
+    path = folder.calibrated_graph_path("tensorrt", encoder)
+    graph = onnx.load(path)
+    graph.doc_string = "recalibrated"
+    onnx.save(graph, path)
+    data = json.loads((folder.path / MANIFEST_NAME).read_text())
+    data["calibration"]["tensorrt"]["stages"][encoder.name]["sha256"] = sha256_file(path)
+    (folder.path / MANIFEST_NAME).write_text(json.dumps(data))
+    recalibrated = open_model_folder(folder.path)
+    assert stale_calibrated_stages(recalibrated, "int8") == [encoder.name]
+    from warpres.runtime.tensorrt.availability import import_tensorrt
+
+    with pytest.raises(BackendError, match="built from an earlier calibration of encoder.*--precision int8"):
+        check_engines(recalibrated, "int8", EngineTarget.current(import_tensorrt()[1]))

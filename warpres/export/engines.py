@@ -160,7 +160,7 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
                  workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
                  timing_cache_path: str | os.PathLike[str] | None = None, refittable: bool = False,
                  precision_tag: str = "fp32", stage: str | None = None,
-                 source_sha256: str | None = None,
+                 source_sha256: str | None = None, calibration_sha256: str | None = None,
                  plugin_library: str | os.PathLike[str] | None = None) -> EngineHeader:
     """Parse `onnx_path`, build a strongly typed engine with one optimization profile per
     (min, opt, max) batch in `profiles` (dim 0 of every input; the other dims are the graph's),
@@ -169,7 +169,8 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
 
     precision_tag only labels the engine: the precision is the ONNX graph's tensor types.
     stage defaults to the file stem; source_sha256 (the stage graph the engine stands for, e.g.
-    the FP32 graph an FP16 graph was converted from) defaults to the SHA-256 of `onnx_path`.
+    the FP32 graph an FP16 graph was converted from) defaults to the SHA-256 of `onnx_path`;
+    calibration_sha256 is the calibrated Q/DQ graph's pin, for engines built from one.
     The timing cache at `timing_cache_path` is read before and written after the build, where the
     TensorRT flavour uses one. Raises ExportError with TensorRT's parser or builder errors.
     """
@@ -208,7 +209,8 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
                           + "\n  ".join(trt_logger.errors or ["(no error message)"]))
     header = EngineHeader(stage=stage or onnx_path.stem, precision=precision_tag, target=EngineTarget.current(info),
                           source_sha256=source_sha256 or sha256_file(onnx_path), profiles=profiles,
-                          refittable=refittable, embedded_plugins=(library.name,) if library is not None else ())
+                          refittable=refittable, embedded_plugins=(library.name,) if library is not None else (),
+                          calibration_sha256=calibration_sha256)
     with atomic_path(engine_path) as tmp, open(tmp, "wb") as handle:
         handle.write(encode_header(header))
         handle.write(memoryview(plan))
@@ -240,9 +242,10 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
     with tqdm(folder.manifest.stages, desc=f"build {precision}", unit="engine", disable=not progress) as bar:
         for stage in bar:
             bar.set_postfix_str(stage.name)
-            source = folder.graph_path(stage)
+            source, pinned = folder.graph_path(stage), None
             if calibration is not None and stage.name in calibration.stages:
                 source = folder.calibrated_graph_path(CALIBRATION_TARGET, stage)  # Q/DQ: INT8 layers
+                pinned = calibration.stages[stage.name].file.sha256
             elif precision in ("fp16", "mixed"):
                 from warpres.calibration.fp16 import convert_fp16
 
@@ -252,7 +255,8 @@ def build_model_engines(model_dir: str | os.PathLike[str], *, precision: str = "
             build_engine(source, path, profiles=profiles, workspace_bytes=workspace_bytes,
                          timing_cache_path=engine_dir / TIMING_CACHE_NAME, refittable=refittable,
                          precision_tag=precision, stage=stage.name,
-                         source_sha256=folder.manifest.graphs[stage.name].sha256, plugin_library=plugin_library)
+                         source_sha256=folder.manifest.graphs[stage.name].sha256, calibration_sha256=pinned,
+                         plugin_library=plugin_library)
             logger.info("%s: built in %.1f s", path, time.perf_counter() - start)
             paths.append(path)
     return paths

@@ -64,7 +64,9 @@ class EngineTarget:
 @dataclass(frozen=True)
 class EngineHeader:
     """The JSON header in front of the plan. source_sha256: the exported stage graph the engine was
-    built from (the manifest's pin), so an engine from another export is refused. profiles: one
+    built from (the manifest's pin), so an engine from another export is refused. calibration_sha256:
+    for a stage built from a calibrated Q/DQ graph, that graph's hash, so an engine from an earlier
+    calibration is refused after a recalibration (None for float stages). profiles: one
     (min, opt, max) batch per optimization profile, in profile order. embedded_plugins: the plugin
     libraries serialized into the plan (native code that runs when it loads; refused by default)."""
 
@@ -75,6 +77,7 @@ class EngineHeader:
     profiles: tuple[tuple[int, int, int], ...]
     refittable: bool
     embedded_plugins: tuple[str, ...] = ()
+    calibration_sha256: str | None = None
     warpres_version: str = warpres.__version__
     format_version: int = HEADER_FORMAT_VERSION
 
@@ -91,6 +94,7 @@ class EngineHeader:
                    profiles=tuple((int(a), int(b), int(c)) for a, b, c in data["profiles"]),
                    refittable=bool(data["refittable"]),
                    embedded_plugins=tuple(str(name) for name in data.get("embedded_plugins", ())),
+                   calibration_sha256=data.get("calibration_sha256"),
                    warpres_version=data["warpres_version"],
                    format_version=int(data["format_version"]))
 
@@ -145,7 +149,27 @@ def built_precisions(folder: ModelFolder, *, picked_by_default: bool = False) ->
     trusted = calibration is not None and calibration.meets_bar
     return [precision for precision in ENGINE_PRECISIONS
             if (trusted or not picked_by_default or precision not in ("int8", "mixed"))
-            and all(engine_path(folder.path, stage.name, precision).is_file() for stage in folder.manifest.stages)]
+            and all(engine_path(folder.path, stage.name, precision).is_file() for stage in folder.manifest.stages)
+            and not stale_calibrated_stages(folder, precision)]
+
+
+def stale_calibrated_stages(folder: ModelFolder, precision: str) -> list[str]:
+    """The stages whose `precision` engine was built from a calibrated graph other than the one the
+    manifest pins now (the folder was recalibrated after `warpres build`)."""
+    if precision not in ("int8", "mixed"):
+        return []
+    calibration = folder.manifest.calibrations.get(CALIBRATION_TARGET)
+    stale = []
+    for stage in folder.manifest.stages:
+        path = engine_path(folder.path, stage.name, precision)
+        if not path.is_file():
+            continue
+        built_from = read_engine_header(path)[0].calibration_sha256
+        entry = calibration.stages.get(stage.name) if calibration is not None else None
+        pinned = entry.file.sha256 if entry is not None else None
+        if built_from != pinned:
+            stale.append(stage.name)
+    return stale
 
 
 def check_engines(folder: ModelFolder, precision: str, running: EngineTarget, *,
@@ -164,6 +188,10 @@ def check_engines(folder: ModelFolder, precision: str, running: EngineTarget, *,
         if header.source_sha256 != folder.manifest.graphs[stage.name].sha256:
             raise BackendError(f"{path}: built from another export of {stage.name} (source hash differs); "
                                f"rebuild the engines with `warpres build {folder.path}`")
+        if stage.name in stale_calibrated_stages(folder, precision):
+            raise BackendError(f"{path}: built from an earlier calibration of {stage.name} (the folder was "
+                               f"recalibrated since); rebuild with `warpres build {folder.path} "
+                               f"--precision {precision}`")
         if header.embedded_plugins and not allow_embedded_plugins:
             raise BackendError(f"{path}: the engine embeds plugin libraries ({', '.join(header.embedded_plugins)}), "
                                f"which run as native code when it loads; pass allow_embedded_plugins=True "
