@@ -285,20 +285,26 @@ class Session:
     def edit_tensors(self, inversion: Inversion | ImageHandle | Sequence[ImageHandle], edits: Edits,
                      names: Sequence[str]) -> dict[str, np.ndarray]:
         """Dataflow tensors an edit computes on the way to its image (e.g. WarpRes's ``flow``, the
-        fused ``feat_fused``), for inspection: name -> float32 (B, ...) on the host."""
+        fused ``feat_fused``, the synthesis head's low-rate ``rgb_edit``: a preview), for inspection:
+        name -> float32 (B, ...) on the host. Only the stages those tensors need run."""
         inversion = self._as_inversion(inversion)
         produced = {target for step in self._edit for _, target in step.produces}
         unknown = sorted(set(names) - produced)
         if unknown:
             raise WarpresError(f"a {self.info.family} edit computes no {', '.join(unknown)}; it computes "
                                f"{', '.join(sorted(produced))}")
+        needed, steps = set(names), []
+        for step in reversed(self._edit):          # the steps the names depend on, nothing after them
+            if any(target in needed for _, target in step.produces):
+                steps.insert(0, step)
+                needed |= {source for _, source in step.feeds}
         wplus_edit = self.edited_latents(inversion, edits)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         for start in range(0, len(inversion), self.max_batch):
             part = slice(start, start + self.max_batch)
             tensors = self._cached(inversion.handles[part], 0)
             tensors["wplus_edit"] = self.device.upload(wplus_edit[part], "wplus", 0)
-            tensors = self._run(self._edit, tensors, 0)
+            tensors = self._run(steps, tensors, 0)
             for name in names:
                 parts[name].append(self.device.download(tensors[name], name, 0).result())
         return {name: np.concatenate(arrays) for name, arrays in parts.items()}
