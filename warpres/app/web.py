@@ -212,8 +212,9 @@ def build_interface(editor: Editor):
             return (None, *unchanged)
         editor.edit(editing, dict(zip(names, values, strict=True)), only=[primary])
         status = f"{len(editing.pieces)} face(s) · {primary} edit {1000 * editing.seconds:.0f} ms"
+        # The residual views show the inversion, which a slider does not change: left as they are.
         return (editing, *[gr.update()] * (len(editor.models) - 1), editing.last[primary],
-                *[editor.residual_view(editing, name) for name in residuals], status)
+                *[gr.update()] * len(residuals), status)
 
     def edited_others(editing, *values):
         if editing is None or not others:
