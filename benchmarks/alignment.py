@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import platform
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from warpres.benchmark import psnr
+from warpres.benchmark import cpu_description, psnr, publish
 from warpres.demo import SAMPLES
-from warpres.files import atomic_path
 from warpres.media.detection import FAST, PRECISE
 from warpres.media.faces import DEMO, FFHQ, FaceAligner, FaceNotFoundError, face_mask, paste_back
 from warpres.media.imageio import read_image, to_rgb8
@@ -118,11 +116,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transforms", type=int, default=20)
     args = parser.parse_args()
-    cpu = platform.processor() or platform.machine()
-    with open("/proc/cpuinfo") as info:
-        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
-    lines = [f"# Face alignment ({cpu}, {args.transforms} random transforms per face: rotation -30..30 deg, "
-             f"scale 0.5..2, any position on a {CANVAS[0]}x{CANVAS[1]} canvas)", "",
+    lines = [f"# Face alignment ({cpu_description()}; {args.transforms} random transforms per face: "
+             f"rotation -30..30 deg, scale 0.5..2, any position on a {CANVAS[0]}x{CANVAS[1]} canvas)", "",
              "Landmark error: photo pixels, worst of the five points, against the points found in the photo "
              "itself. PSNR: the canvas crop against the photo's crop.", ""]
     for label, settings in (("photos (PRECISE)", PRECISE), ("video (FAST)", FAST)):
@@ -138,10 +133,7 @@ def main() -> None:
     for name, photo, framing, size in faces():
         outside, inside = paste_check(name, photo, framing, size)
         lines.append(f"| {name} | {outside:.0f} | {inside:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with atomic_path(RESULTS) as tmp:
-        tmp.write_text(text)
+    publish("\n".join(lines) + "\n", RESULTS)
 
 
 if __name__ == "__main__":

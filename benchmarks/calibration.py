@@ -14,16 +14,14 @@ and to benchmarks/results/calibration.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from warpres.benchmark import measure_sessions, stage_table, table
+from warpres.benchmark import cpu_description, measure_sessions, stage_table, table
 from warpres.calibration.calibrate import calibrate
 from warpres.demo.bundle import exported, read_bundle
 from warpres.demo.prior import sample_params
@@ -38,20 +36,6 @@ from warpres.runtime.session import Session
 RESULTS = Path(__file__).with_name("results") / "calibration.md"
 CALIBRATION_IMAGES = 24
 EDIT = "smile=2"
-
-
-def cpu_description() -> str:
-    """`lscpu`'s model name and which of AMX / AVX512-BF16 / VNNI it has."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
-    has = [name for name, flag in (("AMX", "amx_tile"), ("AVX512-BF16", "avx512_bf16"), ("AVX512-VNNI", "avx512_vnni"),
-                                   ("AVX-VNNI", "avx_vnni")) if flag in flags]
-    return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs; " \
-           f"{', '.join(has) if has else 'no AMX, no BF16, no VNNI'}"
 
 
 def renders(count: int, seed: int, size: int) -> list[np.ndarray]:

@@ -15,7 +15,6 @@ per-step times on the same frames follow.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,11 +23,11 @@ import cv2
 import numpy as np
 
 from warpres.app.editing import FrameEditor
+from warpres.benchmark import cpu_description, publish
 from warpres.app.models import resolve_model
 from warpres.app.sessions import open_session
 from warpres.demo import SAMPLES
 from warpres.edits import EditRequest
-from warpres.files import atomic_path
 from warpres.media.detection import FAST
 from warpres.media.faces import FaceAligner, paste_back
 from warpres.media.imageio import read_image
@@ -108,10 +107,7 @@ def main() -> None:
     edits = [EditRequest("smile", 1.0)]
     face = cv2.resize(read_image(SAMPLES / "sample-1.png"), (256, 256), interpolation=cv2.INTER_CUBIC)
     frames = [stream_frame(index, face) for index in range(int(args.seconds * RATE))]
-    with open("/proc/cpuinfo") as info:
-        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
-                   platform.machine())
-    lines = [f"# Live face editing with the demo models ({cpu}, {len(frames)} frames of {WIDTH}x{HEIGHT} "
+    lines = [f"# Live face editing with the demo models ({cpu_description()}; {len(frames)} frames of {WIDTH}x{HEIGHT} "
              f"at {RATE:.0f} fps, edit smile=1)", "",
              "| model | backend | run | edited fps | mean latency ms | frames edited / delivered | faces edited |",
              "|---|---|---|---|---|---|---|"]
@@ -140,10 +136,7 @@ def main() -> None:
               "Per step, demo:warpres, one frame (median ms): "
               + ", ".join(f"{name} {ms:.1f}" for name, ms in steps.items())
               + ". A full-frame detection runs every 10th frame; the others follow the face."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with atomic_path(RESULTS) as tmp:
-        tmp.write_text(text)
+    publish("\n".join(lines) + "\n", RESULTS)
 
 
 if __name__ == "__main__":

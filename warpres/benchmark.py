@@ -7,13 +7,17 @@ never judges a bare time. `warpres bench` and benchmarks/ are built on it.
 
 from __future__ import annotations
 
+import platform
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from warpres.files import atomic_path
 from warpres.images import to_uint8
 
 
@@ -89,6 +93,28 @@ def psnr(images: np.ndarray, reference: np.ndarray) -> float:
         raise ValueError(f"shapes differ: {images.shape} vs {reference.shape}")
     mse = float(np.mean((images.astype(np.float64) - reference.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def cpu_description() -> str:
+    """`lscpu`'s model name and CPU count, and which of AMX / AVX512-BF16 / VNNI it has: what every
+    reported number names beside it."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    has = [name for name, flag in (("AMX", "amx_tile"), ("AVX512-BF16", "avx512_bf16"), ("AVX512-VNNI", "avx512_vnni"),
+                                   ("AVX-VNNI", "avx_vnni")) if flag in flags]
+    return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs; " \
+           f"{', '.join(has) if has else 'no AMX, no BF16, no VNNI'}"
+
+
+def publish(text: str, path: Path) -> None:
+    """Print a benchmark's results and write them to `path` (atomically)."""
+    print(text)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def measure_sessions(sessions: Sequence, batches: Sequence[int], images_for: Callable[[int], np.ndarray], edits,

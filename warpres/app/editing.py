@@ -97,7 +97,7 @@ class FrameEditor:
 
     def _faces_in(self, frame: np.ndarray, search: bool) -> list:
         followed = [] if search else [self.aligner.follow(frame, track.face) for track in self._tracker.tracks
-                                      if track.face is not None and track.missed == 0]
+                                      if track.missed == 0]
         followed = [face for face in followed if face is not None]
         if followed:
             return sorted(followed, key=lambda face: -face.box[2] * face.box[3])

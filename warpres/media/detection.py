@@ -127,7 +127,7 @@ class FaceDetector:
         side = self.settings.detect_max_side
         small, to_small = _downscaled(frame, side)
         from_small = cv2.invertAffineTransform(to_small)
-        first = [Face(_map_box(from_small, box), _apply(from_small, points), score)
+        first = [Face(_map_box(from_small, box), apply_affine(from_small, points), score)
                  for score, box, points in self._run_yuface(small)]
         if self.settings.tiled and max(frame.shape[:2]) > TILE_ABOVE * side:
             first = _merged(first, self._detect_in_tiles(frame, min(1.0, 2 * side / max(frame.shape[:2]))))
@@ -151,7 +151,7 @@ class FaceDetector:
                 to_tile = np.array([[scale, 0, 0.5 * scale - 0.5 - scale * left],
                                     [0, scale, 0.5 * scale - 0.5 - scale * top]])
                 from_tile = cv2.invertAffineTransform(to_tile)
-                faces += [Face(_map_box(from_tile, box), _apply(from_tile, points), score)
+                faces += [Face(_map_box(from_tile, box), apply_affine(from_tile, points), score)
                           for score, box, points in self._run_yuface(_warp(frame, to_tile, side))]
         return faces
 
@@ -178,7 +178,7 @@ class FaceDetector:
             if mirror is not None:   # its points mirrored back: left and right swap
                 points = (points + mirror[2][[1, 0, 2, 4, 3]] * (-1, 1) + (size - 1, 0)) / 2
         from_crop = cv2.invertAffineTransform(to_crop)
-        points = _apply(from_crop, points)
+        points = apply_affine(from_crop, points)
         if np.linalg.norm(points[[0, 1, 3, 4]].mean(axis=0) - centre) > 0.5 * max(w, h):
             return None                                            # another face
         return Face(_upright_box(from_crop, box, zoom), points, score)
@@ -236,7 +236,7 @@ def _upright_box(from_crop: np.ndarray, box: tuple[float, ...], zoom: float) -> 
     """A box (x, y, w, h) found in a turned, zoomed crop as an upright frame box of the same size
     around the same centre (the face's extent, not its exact outline, is what callers use)."""
     x, y, w, h = box
-    centre = _apply(from_crop, np.array([[x + w / 2 - 0.5, y + h / 2 - 0.5]]))[0]
+    centre = apply_affine(from_crop, np.array([[x + w / 2 - 0.5, y + h / 2 - 0.5]]))[0]
     width, height = w / zoom, h / zoom
     return float(centre[0] + 0.5 - width / 2), float(centre[1] + 0.5 - height / 2), float(width), float(height)
 
@@ -259,7 +259,7 @@ def _warp(frame: np.ndarray, to_crop: np.ndarray, size: int) -> np.ndarray:
     memory on huge frames), area-downscaled first where the map shrinks."""
     inverse = cv2.invertAffineTransform(to_crop)
     edge = size - 0.5
-    corners = _apply(inverse, np.array([[-0.5, -0.5], [edge, -0.5], [-0.5, edge], [edge, edge]]))
+    corners = apply_affine(inverse, np.array([[-0.5, -0.5], [edge, -0.5], [-0.5, edge], [edge, edge]]))
     height, width = frame.shape[:2]
     left, top = (max(0, math.floor(v) - 2) for v in corners.min(axis=0))
     right, bottom = (min(limit, math.ceil(v) + 3)
@@ -267,28 +267,29 @@ def _warp(frame: np.ndarray, to_crop: np.ndarray, size: int) -> np.ndarray:
     if right - left < 2 or bottom - top < 2:
         return np.zeros((size, size, *frame.shape[2:]), frame.dtype)
     region = frame[top:bottom, left:right]
-    to_local = _compose(to_crop, np.array([[1.0, 0, left], [0, 1.0, top]]))
+    to_local = compose_affine(to_crop, np.array([[1.0, 0, left], [0, 1.0, top]]))
     scale = math.sqrt(abs(np.linalg.det(to_crop[:, :2])))
     if scale < 0.7:
         small_w, small_h = max(2, round(region.shape[1] * scale)), max(2, round(region.shape[0] * scale))
         sx, sy = region.shape[1] / small_w, region.shape[0] / small_h        # region px per small px
         region = cv2.resize(region, (small_w, small_h), interpolation=cv2.INTER_AREA)
-        to_local = _compose(to_local, np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]]))
+        to_local = compose_affine(to_local, np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]]))
     return cv2.warpAffine(region, to_local, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """(2, 3) affine maps: ``outer o inner`` (inner first)."""
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """(2, 3) affine maps (OpenCV's layout): ``outer o inner`` (inner first)."""
     return outer[:, :2] @ inner + np.concatenate([np.zeros((2, 2)), outer[:, 2:]], axis=1)
 
 
 def _map_box(matrix: np.ndarray, box: tuple[float, ...]) -> tuple[float, float, float, float]:
     x, y, w, h = box
-    (left, top), (right, bottom) = _apply(matrix, np.array([[x - 0.5, y - 0.5], [x + w - 0.5, y + h - 0.5]]))
+    (left, top), (right, bottom) = apply_affine(matrix, np.array([[x - 0.5, y - 0.5], [x + w - 0.5, y + h - 0.5]]))
     return float(left + 0.5), float(top + 0.5), float(right - left), float(bottom - top)
 
 
-def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """A (2, 3) affine map applied to points (N, 2) -> (N, 2)."""
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     return points @ matrix[:, :2].T + matrix[:, 2]
 
@@ -326,7 +327,7 @@ class _HaarCascades:
         pair = _best_eye_pair(np.asarray(found, np.float64).reshape(-1, 4), _HAAR_EYE_ROI_WIDTH, h * zoom)
         if pair is None:
             return None
-        return _apply(cv2.invertAffineTransform(to_roi), np.array([_pupil_centre(roi, eye) for eye in pair]))
+        return apply_affine(cv2.invertAffineTransform(to_roi), np.array([_pupil_centre(roi, eye) for eye in pair]))
 
 
 def _points_from_eyes(eyes: np.ndarray) -> np.ndarray:

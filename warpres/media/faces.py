@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from warpres.errors import ImageError
-from warpres.media.detection import PRECISE, DetectionSettings, Face, FaceDetector
+from warpres.media.detection import PRECISE, DetectionSettings, Face, FaceDetector, apply_affine, compose_affine
 
 MIN_FACE_EYE_DISTANCE = 8.0       # px in the frame; a 32 px face has eyes about 12 px apart
 QUAD_EYE_FACTOR = 2.0             # half side >= this x |eye_to_eye|
@@ -106,10 +106,10 @@ class FaceCrop:
         return cv2.invertAffineTransform(self.matrix)
 
     def to_crop(self, points: np.ndarray) -> np.ndarray:
-        return _apply(self.matrix, points)
+        return apply_affine(self.matrix, points)
 
     def to_frame(self, points: np.ndarray) -> np.ndarray:
-        return _apply(self.inverse_matrix, points)
+        return apply_affine(self.inverse_matrix, points)
 
 
 def ffhq_quad(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,7 +148,7 @@ def align_face(frame: np.ndarray, face: Face, size: int, framing: Framing = FFHQ
     quad = np.stack([centre - x - y, centre - x + y, centre + x + y, centre + x - y])
     quad_side = 2 * float(np.linalg.norm(x))
     inverse = cv2.invertAffineTransform(matrix)
-    footprint = _apply(inverse, np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5],
+    footprint = apply_affine(inverse, np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5],
                                           [size - 0.5, size - 0.5]]))
     border = max(round(quad_side * 0.1), 3)
     low = np.floor(footprint.min(axis=0)).astype(int) - border
@@ -166,7 +166,7 @@ def align_face(frame: np.ndarray, face: Face, size: int, framing: Framing = FFHQ
         small_size = (max(1, round(region.shape[1] / shrink)), max(1, round(region.shape[0] / shrink)))
         sx, sy = small_size[0] / region.shape[1], small_size[1] / region.shape[0]
         region = cv2.resize(region, small_size, interpolation=cv2.INTER_AREA)
-        to_region = _compose(np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]]), to_region)
+        to_region = compose_affine(np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]]), to_region)
     region_px = float(to_region[0, 0])                               # region px per frame px
     before = np.maximum(inside_low - low, 0)                          # frame px missing left / top
     after = np.maximum(high - inside_high, 0)                         # right / bottom
@@ -182,7 +182,7 @@ def align_face(frame: np.ndarray, face: Face, size: int, framing: Framing = FFHQ
         pad_high = np.ceil(pad_high * region_px).astype(int)
         pixels = _pad_like_ffhq(pixels, pad_low, pad_high, PAD_BLUR * quad_side * region_px)
         to_region[:, 2] += pad_low
-    local = _compose(matrix, cv2.invertAffineTransform(to_region))   # region -> crop
+    local = compose_affine(matrix, cv2.invertAffineTransform(to_region))   # region -> crop
     image = cv2.warpAffine(pixels, local, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
     image = np.clip(np.floor(image + 0.5), 0, 255).astype(np.uint8)
     turn = math.degrees(math.atan2(x[1], x[0]))
@@ -287,8 +287,8 @@ def paste_back(frame: np.ndarray, edited_crop: np.ndarray, face_crop: FaceCrop, 
     side = edited_crop.shape[0]
     step = side / face_crop.size
     crop_to_edit = np.array([[step, 0, 0.5 * step - 0.5], [0, step, 0.5 * step - 0.5]])
-    edit_to_frame = cv2.invertAffineTransform(_compose(crop_to_edit, face_crop.matrix))
-    corners = _apply(edit_to_frame, np.array([[-0.5, -0.5], [side - 0.5, -0.5], [-0.5, side - 0.5],
+    edit_to_frame = cv2.invertAffineTransform(compose_affine(crop_to_edit, face_crop.matrix))
+    corners = apply_affine(edit_to_frame, np.array([[-0.5, -0.5], [side - 0.5, -0.5], [-0.5, side - 0.5],
                                               [side - 0.5, side - 0.5]]))
     height, width = frame.shape[:2]
     x0, y0 = (max(0, math.floor(v) - 1) for v in corners.min(axis=0))
@@ -307,7 +307,7 @@ def paste_back(frame: np.ndarray, edited_crop: np.ndarray, face_crop: FaceCrop, 
         source = cv2.resize(source, (reduced, reduced), interpolation=cv2.INTER_AREA)
         factor = side / reduced
         to_source = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5]])
-        edit_to_roi = _compose(edit_to_roi, to_source)
+        edit_to_roi = compose_affine(edit_to_roi, to_source)
         side = reduced
     warped = cv2.warpAffine(source, edit_to_roi, roi_size, flags=cv2.INTER_CUBIC,
                             borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
@@ -347,13 +347,3 @@ def check_rgb8(image: np.ndarray, what: str, name: str) -> None:
                          f"warpres.media.imageio.to_rgb8")
     if min(image.shape[:2]) == 0:
         raise ImageError(f"{name}: the {what} has zero size, shape {image.shape}")
-
-
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """(2, 3) affine maps: ``outer o inner`` (inner first)."""
-    return outer[:, :2] @ inner + np.concatenate([np.zeros((2, 2)), outer[:, 2:]], axis=1)
-
-
-def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return points @ matrix[:, :2].T + matrix[:, 2]

@@ -37,3 +37,12 @@ from warpres.errors import WarpresError
 
 class VideoError(WarpresError):
     """A camera or video file cannot be opened or read, or an output video cannot be written."""
+
+
+def pyav_available() -> bool:
+    """PyAV (FFmpeg's bindings) is installed: files are read and written through it."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from warpres.media.video import VideoError
+from warpres.media.video import VideoError, pyav_available
 
 FALLBACK_FPS = 30.0
 """Frame rate assumed when a container or camera reports none (0, NaN or absurd values)."""
@@ -187,16 +187,13 @@ def open_source(camera: int | None = None, path: str | os.PathLike[str] | None =
         raise VideoError(f"video file {file} does not exist")
     if not file.is_file():
         raise VideoError(f"video file {file} is not a file")
-    try:
-        import av  # noqa: F401
-    except ImportError:
+    if pyav_available():
+        capture = _PyAvCapture(file)
+    else:
         capture = cv2.VideoCapture(str(file))
         if not capture.isOpened():
             capture.release()
-            raise VideoError(f"video file {file} could not be opened: not a video OpenCV can decode, "
-                             f"or corrupt") from None
-    else:
-        capture = _PyAvCapture(file)
+            raise VideoError(f"video file {file} could not be opened: not a video OpenCV can decode, or corrupt")
     source = FrameSource(capture, str(file), live=False, fallback_fps=fallback_fps)
     source.path = file
     return source

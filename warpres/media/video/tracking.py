@@ -67,9 +67,8 @@ class Track:
     """One face followed across frames; ``state`` holds what callers keep per face (a W+ smoother)."""
 
     id: int
-    box: tuple[float, float, float, float]
+    face: Face                    # the last detection, unsmoothed (where to look in the next frame)
     points: OneEuroFilter
-    face: Face | None = None      # the last detection, unsmoothed (where to look in the next frame)
     missed: int = 0
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -91,14 +90,14 @@ class FaceTracker:
         unmatched = list(self.tracks)
         matched: list[tuple[Track, Face]] = []
         for face in faces:
-            best = max(unmatched, key=lambda track: box_overlap(track.box, face.box), default=None)
-            if best is None or box_overlap(best.box, face.box) < MIN_OVERLAP:
-                best = Track(self._next_id, face.box, OneEuroFilter(self.min_cutoff, self.beta))
+            best = max(unmatched, key=lambda track: box_overlap(track.face.box, face.box), default=None)
+            if best is None or box_overlap(best.face.box, face.box) < MIN_OVERLAP:
+                best = Track(self._next_id, face, OneEuroFilter(self.min_cutoff, self.beta))
                 self._next_id += 1
                 self.tracks.append(best)
             else:
                 unmatched.remove(best)
-            best.box, best.face, best.missed = face.box, face, 0
+            best.face, best.missed = face, 0
             smoothed = best.points(face.points, time, scale=face.eye_distance)
             matched.append((best, Face(face.box, smoothed, face.score)))
         for track in unmatched:

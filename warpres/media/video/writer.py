@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from warpres.media.video import VideoError
+from warpres.media.video import VideoError, pyav_available
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,6 @@ OUTPUT_CODECS: dict[str, tuple[str, tuple[str, ...]]] = {
     ".avi": ("mpeg4", ("MJPG", "XVID")),
 }
 H264_OPTIONS = {"crf": "18", "preset": "veryfast"}
-
-
-def pyav_available() -> bool:
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class _OpenCvEncoder:
