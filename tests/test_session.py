@@ -99,8 +99,8 @@ def test_edit_many_equals_separate_edits(images):
 def test_a_re_edit_runs_only_the_per_edit_stages(images):
     session = Session(tiny_editing_model("warpres"), backend="torch", directions=_directions())
     ran = []
-    run = session.backend.run
-    session.backend.run = lambda stage, feeds: ran.append(stage.name) or run(stage, feeds)
+    run = session.backend.run_tensors
+    session.backend.run_tensors = lambda stage, feeds: ran.append(stage.name) or run(stage, feeds)
     inversion = session.invert(images.numpy())
     assert ran == ["encoder", "synthesis_head", "residual_encoder"]
     ran.clear()
@@ -188,8 +188,8 @@ def test_an_evicted_image_is_recomputed_when_batches_are_chunked(images):
 def test_cached_images_do_not_keep_their_whole_batch_alive(images):
     session = Session(tiny_editing_model("warpres"), backend="torch")
     inversion = session.invert(images.numpy())
-    entry = session.cache.get(inversion[0].key)
-    assert all(array.base is None for array in entry.values())
+    entry = session.cache.get(inversion[0].key)  # torch tensors: the torch device keeps them where it computes
+    assert all(tensor.untyped_storage().nbytes() == tensor.nbytes for tensor in entry.values())
     assert inversion[0].image.base is None and inversion[0].wplus.base is None
 
 
@@ -233,3 +233,19 @@ def test_a_checkpoint_on_an_onnx_backend_needs_the_exporter_handed_in(tmp_path):
     with pytest.raises(BackendError, match="stop here"):
         Session(checkpoint, backend="onnxruntime", export_cache=tmp_path / "cache", exporter=exporter)
     assert exported == [checkpoint]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("family", ["styleres", "warpres"])
+def test_a_torch_session_on_cuda_renders_what_the_cpu_renders_and_keeps_its_cache_there(images, family):
+    """TF32 off: the claim is the device layer (tensors staying on the GPU), not TF32 rounding."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    model = tiny_editing_model(family)
+    cpu = Session(model, backend="torch", directions=_directions(), max_batch=2)
+    gpu = Session(model, backend="torch", directions=_directions(), max_batch=2, backend_options={"device": "cuda"})
+    inversion = gpu.invert(images.numpy())
+    assert all(tensor.is_cuda for tensor in gpu.cache.get(inversion[0].key).values())
+    for edits in (None, "smile=2", "age=1,smile=-1"):
+        np.testing.assert_allclose(gpu.edit(inversion, edits), cpu.edit(cpu.invert(images.numpy()), edits),
+                                   atol=1e-4, rtol=0)

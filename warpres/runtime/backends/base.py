@@ -3,7 +3,8 @@ Device it runs stages on (ARCHITECTURE §3).
 
 The runtime owns the stage graph, batching and the cache; a backend only runs a stage. Arrays
 cross `run` as C-contiguous float32 numpy arrays, batch first, named as in warpres.stages. A CPU
-backend's device is a `HostDevice` over `run`; the TensorRT backend's keeps tensors on the GPU.
+ONNX backend's device is a `HostDevice` over `run`; the torch backend's (`TorchDevice`) and the
+TensorRT backend's keep tensors where they compute (GPU memory on a GPU).
 """
 
 from __future__ import annotations
