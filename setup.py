@@ -44,9 +44,11 @@ setup(
                         "onnx-graphsurgeon", "polygraphy", "nncf>=3.0", "scikit-image>=0.22"],
         # The browser app (`warpres app`).
         "app": ["gradio>=5"],
+        # `warpres batch` on Ray Data (local or a cluster); pyarrow reads the input tables and writes the results.
+        "batch": ["ray[data]>=2.40", "pyarrow>=14"],
         # skimage ships the public-domain portrait the face tests use; playwright drives a system
         # Chromium in the browser test (its own browser download is not used).
-        "test": ["pytest>=8", "scikit-image>=0.22", "gradio>=5", "playwright>=1.40"],
+        "test": ["pytest>=8", "scikit-image>=0.22", "gradio>=5", "playwright>=1.40", "ray[data]>=2.40", "pyarrow>=14"],
     },
     entry_points={"console_scripts": ["warpres = warpres.cli:main"]},
 )

@@ -30,6 +30,8 @@ FORBIDDEN = {
     "warpres.export": ("warpres.app", "warpres.cli", "warpres.training"),
     "warpres.training": ("warpres.app", "warpres.cli", "warpres.export"),
     "warpres.calibration": ("warpres.app", "warpres.cli", "warpres.training"),
+    **{package: ("torch", "ray", "warpres.export", "warpres.models", "warpres.training", "warpres.cli")
+       for package in ("warpres.batch.job", "warpres.batch.distributed")},
     "warpres.app": ("warpres.cli",),
     "warpres.cli": (),
 }

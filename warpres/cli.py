@@ -238,6 +238,77 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
         raise click.ClickException(f"{failed} input(s) skipped (see warnings above)")
 
 
+# -- batch ------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("inputs")
+@_model_options
+@click.option("--edit", "-e", "edits", multiple=True,
+              help="Edit spec, e.g. smile=2 or 'age=3,smile=-1'; repeat for more outputs. None: reconstruction.")
+@click.option("--strength-sweep", "sweep", metavar="START:STOP:COUNT",
+              help="Write a strip of strengths per --edit (its names, strengths replaced).")
+@click.option("--align-faces", is_flag=True,
+              help="Find the faces (5 landmarks), align each as the model expects, paste the edits back.")
+@largest_face_option
+@fit_option
+@click.option("--crop-only", is_flag=True, help="Write the model-size crop (or face) only, not the composed image.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the outputs (the inputs' folders mirrored) and results.parquet / results.csv.")
+@click.option("--ray", "ray_address", default="auto", show_default=True, metavar="auto|local|off|ADDRESS",
+              help="auto: the Ray cluster this machine belongs to, else a local one; local: a Ray on this machine; "
+                   "off: this process alone; else a cluster address (ray://host:10001 or host:6379).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Edit actors (each loads the model once).")
+@click.option("--cpus-per-worker", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="CPUs Ray reserves per actor (with --backend openvino/onnxruntime also their threads).")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="GPUs per actor (e.g. 1 with --backend tensorrt).")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Inputs per edit call (default: --max-batch).")
+@click.option("--path-column", default="path", show_default=True, help="The path column of a Parquet / CSV INPUTS.")
+def batch(inputs, model, directions, backend, precision, max_batch, allow_embedded_plugins, edits, sweep, align_faces,
+          largest_face, fit, crop_only, out_dir, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size,
+          path_column) -> None:
+    """Edit every photo of INPUTS (a folder, searched recursively; a glob; a .txt list of paths; or
+    a Parquet / CSV table with a path column; local paths or URIs pyarrow opens) into OUTPUT,
+    with a results table. A rerun skips what a previous run finished (its files verified)."""
+    if sweep is not None and not edits:
+        raise click.UsageError("--strength-sweep sweeps the names of an --edit: give --edit too")
+    fit = _check_face_options(align_faces, largest_face, fit)
+    import importlib.util
+
+    from tqdm import tqdm
+
+    from warpres.batch.distributed import SessionSpec
+    from warpres.batch.inputs import list_inputs
+    from warpres.batch.job import run_batch
+    from warpres.batch.pipeline import Cutting, Plan
+
+    if ray_address == "auto" and importlib.util.find_spec("ray") is None:
+        _warn("Ray is not installed (pip install 'warpres[batch]'): editing in this process")
+        ray_address = "off"
+    outputs = plan_outputs(edits, _parse_sweep(sweep) if sweep is not None else None)
+    listing = list_inputs(inputs, column=path_column, exclude=out_dir)
+    session, choice = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
+    for output in outputs:  # unknown edit names fail before any work
+        session.check_edits(output.edit_sets)
+    options = {"allow_embedded_plugins": True} if allow_embedded_plugins else {}
+    if backend in ("openvino", "onnxruntime") and ray_address != "off":
+        options["threads"] = max(1, int(cpus_per_worker))
+    spec = SessionSpec(str(choice.path), choice.directions, backend, precision, max_batch, options or None)
+    cutting = Cutting(session.info.image_size, choice.framing if align_faces else None, largest_face, fit)
+    if ray_address != "off":
+        del session   # the actors open their own
+        session = None
+    with tqdm(total=len(listing.sources), unit="img", desc="batch", disable=None) as bar:
+        summary = run_batch(listing, Plan(tuple(outputs), out_dir, crop_only), cutting, spec, ray=ray_address,
+                            workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                            batch_size=batch_size or max_batch, session=session,
+                            progress=lambda done: bar.update(done - bar.n))
+    click.echo(summary.describe(), err=True)
+    if summary.failed:
+        raise click.ClickException(f"{summary.failed} input(s) failed: their rows in {summary.tables[1]} say why")
+
+
 # -- video ------------------------------------------------------------------------------------
 
 @main.command()

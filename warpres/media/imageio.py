@@ -67,30 +67,36 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as error:
         raise ImageError(f"{path}: cannot read: {error.strerror or error}") from error
-    if data.size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes)")
-    problem = truncation_problem(data.tobytes())
+    return decode_image(data.tobytes(), str(path))
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """`read_image` on a file's bytes (read from anywhere: an object store, an archive); errors name `name`."""
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    problem = truncation_problem(data)
     if problem:
-        raise ImageError(f"{path}: truncated or corrupt image ({problem})")
+        raise ImageError(f"{name}: truncated or corrupt image ({problem})")
+    data = np.frombuffer(data, dtype=np.uint8)
     # JPEG has no alpha: decode it with EXIF orientation applied (IMREAD_UNCHANGED ignores it).
     flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if _is_jpeg(data) else cv2.IMREAD_UNCHANGED
     try:
         image = cv2.imdecode(data, flags)
     except cv2.error as error:
-        raise ImageError(f"{path}: cannot decode image ({_first_line(error)})") from error
+        raise ImageError(f"{name}: cannot decode image ({_first_line(error)})") from error
     if image is None:
-        raise ImageError(f"{path}: not a readable image (unknown format, or corrupt or truncated data); "
+        raise ImageError(f"{name}: not a readable image (unknown format, or corrupt or truncated data); "
                          f"supported: {', '.join(IMAGE_EXTENSIONS)}")
     if image.size == 0:
-        raise ImageError(f"{path}: image has zero size, shape {image.shape}")
+        raise ImageError(f"{name}: image has zero size, shape {image.shape}")
     if image.dtype not in (np.uint8, np.uint16):
-        raise ImageError(f"{path}: unsupported sample type {image.dtype}; expected 8- or 16-bit unsigned pixels")
+        raise ImageError(f"{name}: unsupported sample type {image.dtype}; expected 8- or 16-bit unsigned pixels")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
         return np.ascontiguousarray(image)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ImageError(f"{path}: unsupported channel count, shape {image.shape}; "
+        raise ImageError(f"{name}: unsupported channel count, shape {image.shape}; "
                          f"expected gray, RGB or RGBA")
     code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
     return cv2.cvtColor(image, code)

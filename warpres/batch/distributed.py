@@ -1,0 +1,118 @@
+"""The batch steps (warpres.batch.pipeline) as a Ray Data pipeline:
+
+    inputs -> read + decode, detect + align (CPU tasks) -> edit (an actor pool: each actor opens
+    its Session once) -> compose + write + record (CPU tasks) -> the driver gathers the rows
+
+Ray Data streams: blocks move on as soon as a step finishes them and it holds back upstream work
+when the object store fills, so memory follows the number of actors and blocks in flight, not
+the number of inputs. An actor that dies is restarted and its batch retried; an exception in
+an edit call is retried too (`MAX_RETRIES` each); the records already written survive a failed
+job, and a rerun resumes from them.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from warpres.batch.pipeline import Cutting, Editor, Item, Plan, cut_item, read_item, write_item
+from warpres.batch.results import save_record
+from warpres.errors import WarpresError
+
+MAX_RETRIES = 3
+ITEMS_PER_BLOCK = 8   # the unit of the read / write tasks: small, so decoded frames stream instead of piling up
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What an actor opens: the model's folder (or checkpoint), backend, precision, batch and
+    backend options (a GPU worker's device, a CPU worker's threads)."""
+
+    path: str
+    directions: object   # a DirectionLibrary or None
+    backend: str
+    precision: str | None
+    max_batch: int
+    backend_options: Mapping[str, object] | None = None
+
+    def open(self):
+        from warpres.app.sessions import open_session
+
+        return open_session(self.path, self.backend, precision=self.precision, directions=self.directions,
+                            max_batch=self.max_batch, backend_options=self.backend_options)
+
+
+class EditWorker:
+    """The actor: one Session for its life, an `Editor` per call (a batch of rows)."""
+
+    def __init__(self, spec: SessionSpec, plan: Plan) -> None:
+        self.editor = Editor(spec.open(), plan)
+
+    def __call__(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, list[bytes]]:
+        return {"item": [_pack(item) for item in self.editor([_unpack(data) for data in batch["item"]])]}
+
+
+def connect(address: str) -> bool:
+    """Join or start Ray: "local" starts a Ray on this machine, "auto" joins the cluster this
+    machine is part of (RAY_ADDRESS, or `ray start` here) and else starts one, anything else is a
+    cluster address. True when this call started Ray (the caller shuts it down)."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (ray without its data extra has no Ray Data)
+    except ImportError:
+        raise WarpresError("warpres batch --ray needs Ray Data: pip install 'warpres[batch]' (or --ray off)") from None
+    if ray.is_initialized():
+        return False
+    options = {"ignore_reinit_error": True, "include_dashboard": False}
+    if address == "auto":
+        try:
+            ray.init(address="auto", **options)
+            return True
+        except ConnectionError:
+            address = "local"
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, ValueError) as error:
+        raise WarpresError(f"cannot reach Ray at {address!r}: {error}") from error
+    return True
+
+
+def run_on_ray(items: Sequence[Item], plan: Plan, cutting: Cutting, job: str, spec: SessionSpec, *,
+               workers: int, cpus_per_worker: float, gpus_per_worker: float, batch_size: int,
+               read, worker: type = EditWorker) -> Iterator[tuple[int, list[dict]]]:
+    """(input index, its rows) for every item, as the writes finish (in no particular order)."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.actor_task_retry_on_errors = True
+    dataset = ray.data.from_items([{"item": _pack(item)} for item in items],
+                                  override_num_blocks=max(1, math.ceil(len(items) / ITEMS_PER_BLOCK)))
+    dataset = dataset.map(_read_and_cut, fn_kwargs={"cutting": cutting, "read": read}, num_cpus=1)
+    dataset = dataset.map_batches(worker, fn_constructor_kwargs={"spec": spec, "plan": plan}, batch_size=batch_size,
+                                  batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+                                  num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
+                                  max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)
+    dataset = dataset.map(_write_and_record, fn_kwargs={"plan": plan, "job": job}, num_cpus=1)
+    for row in dataset.iter_rows():
+        yield row["index"], pickle.loads(row["rows"])
+
+
+def _pack(item: Item) -> bytes:
+    """Items travel between the steps as bytes: Arrow stores them as they are (our own objects,
+    pickled by us between our own workers: no user data is unpickled)."""
+    return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(data: bytes) -> Item:
+    return pickle.loads(data)
+
+
+def _read_and_cut(row: dict, cutting: Cutting, read) -> dict:
+    return {"item": _pack(cut_item(read_item(_unpack(row["item"]), read), cutting))}
+
+
+def _write_and_record(row: dict, plan: Plan, job: str) -> dict:
+    item = write_item(_unpack(row["item"]), plan)
+    return {"index": item.index, "rows": pickle.dumps(save_record(item, plan, job))}
