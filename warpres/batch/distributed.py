@@ -5,9 +5,9 @@
 
 Ray Data streams: blocks move on as soon as a step finishes them and it holds back upstream work
 when the object store fills, so memory follows the number of actors and blocks in flight, not
-the number of inputs. An actor that dies is restarted and its batch retried; an exception in
-an edit call is retried too (`MAX_RETRIES` each); the records already written survive a failed
-job, and a rerun resumes from them.
+the number of inputs. An actor that dies is restarted and its batch retried (Ray Data's
+default); an exception in an edit call is retried up to `MAX_RETRIES` times in a row
+(`EditWorker`); the records already written survive a failed job, and a rerun resumes from them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from warpres.batch.results import save_record
 from warpres.errors import WarpresError
 
 MAX_RETRIES = 3
+TASK_CPUS = 1.0       # what each read / align / write task reserves
 ITEMS_PER_BLOCK = 8   # the unit of the read / write tasks: small, so decoded frames stream instead of piling up
 
 
@@ -44,14 +45,34 @@ class SessionSpec:
                             max_batch=self.max_batch, backend_options=self.backend_options)
 
 
+class TransientEditFault(Exception):
+    """An edit call failed for a reason outside the data (a bad photo fails its item instead):
+    Ray retries the call."""
+
+
 class EditWorker:
-    """The actor: one Session for its life, an `Editor` per call (a batch of rows)."""
+    """The actor: one Session for its life, an `Editor` per call (a batch of rows). A call that
+    raises is retried by Ray up to `MAX_RETRIES` times in a row; then the job stops with the
+    error (the records written so far stay, and a rerun resumes)."""
 
     def __init__(self, spec: SessionSpec, plan: Plan) -> None:
         self.editor = Editor(spec.open(), plan)
+        self._failures = 0
 
     def __call__(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, list[bytes]]:
-        return {"item": [_pack(item) for item in self.editor([_unpack(data) for data in batch["item"]])]}
+        try:
+            items = self.edit([_unpack(data) for data in batch["item"]])
+        except Exception as error:
+            self._failures += 1
+            if self._failures > MAX_RETRIES:
+                raise
+            raise TransientEditFault(f"edit call failed ({error!r}); retry {self._failures} of {MAX_RETRIES}") \
+                from error
+        self._failures = 0
+        return {"item": [_pack(item) for item in items]}
+
+    def edit(self, items: list[Item]) -> list[Item]:
+        return self.editor(items)
 
 
 def connect(address: str) -> bool:
@@ -85,16 +106,22 @@ def run_on_ray(items: Sequence[Item], plan: Plan, cutting: Cutting, job: str, sp
     """(input index, its rows) for every item, as the writes finish (in no particular order)."""
     import ray
 
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    if cpus - workers * cpus_per_worker < TASK_CPUS:
+        raise WarpresError(f"{workers} edit worker(s) x {cpus_per_worker:g} CPUs leave less than {TASK_CPUS:g} of this "
+                           f"Ray cluster's {cpus:g} CPUs for the read, align and write tasks, which would then never "
+                           f"run: use fewer --workers or a smaller --cpus-per-worker (e.g. 0.5)")
     context = ray.data.DataContext.get_current()
-    context.actor_task_retry_on_errors = True
+    context.actor_task_retry_on_errors = [TransientEditFault]
     dataset = ray.data.from_items([{"item": _pack(item)} for item in items],
                                   override_num_blocks=max(1, math.ceil(len(items) / ITEMS_PER_BLOCK)))
-    dataset = dataset.map(_read_and_cut, fn_kwargs={"cutting": cutting, "read": read}, num_cpus=1)
+    # A flat_map (one row in, one out) rather than a map: Ray Data fuses a map into the actor pool
+    # after it, and the actors would then decode and align too, leaving their device idle meanwhile.
+    dataset = dataset.flat_map(_read_and_cut, fn_kwargs={"cutting": cutting, "read": read}, num_cpus=TASK_CPUS)
     dataset = dataset.map_batches(worker, fn_constructor_kwargs={"spec": spec, "plan": plan}, batch_size=batch_size,
                                   batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
-                                  num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
-                                  max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)
-    dataset = dataset.map(_write_and_record, fn_kwargs={"plan": plan, "job": job}, num_cpus=1)
+                                  num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
+    dataset = dataset.map(_write_and_record, fn_kwargs={"plan": plan, "job": job}, num_cpus=TASK_CPUS)
     for row in dataset.iter_rows():
         yield row["index"], pickle.loads(row["rows"])
 
@@ -109,8 +136,8 @@ def _unpack(data: bytes) -> Item:
     return pickle.loads(data)
 
 
-def _read_and_cut(row: dict, cutting: Cutting, read) -> dict:
-    return {"item": _pack(cut_item(read_item(_unpack(row["item"]), read), cutting))}
+def _read_and_cut(row: dict, cutting: Cutting, read) -> list[dict]:
+    return [{"item": _pack(cut_item(read_item(_unpack(row["item"]), read), cutting))}]
 
 
 def _write_and_record(row: dict, plan: Plan, job: str) -> dict:
