@@ -22,12 +22,12 @@ from click.testing import CliRunner
 
 from warpres.app.models import resolve_model
 from warpres.app.outputs import plan_outputs
-from warpres.batch import distributed
-from warpres.batch.distributed import EditWorker, SessionSpec
-from warpres.batch.inputs import list_inputs, read_source
-from warpres.batch.job import run_batch
-from warpres.batch.pipeline import Cutting, Plan
-from warpres.batch.results import COLUMNS, RECORDS
+from warpres.app.batch import distributed
+from warpres.app.batch.distributed import EditWorker, SessionSpec
+from warpres.app.batch.inputs import list_inputs, read_source
+from warpres.app.batch.job import run_batch
+from warpres.app.batch.pipeline import Cutting, Plan
+from warpres.app.batch.results import COLUMNS, RECORDS
 from warpres.cli import main
 from warpres.demo import SAMPLES
 from warpres.errors import ImageError, WarpresError
@@ -213,6 +213,34 @@ def test_a_killed_run_resumed_gives_the_table_of_an_uninterrupted_run(photo_fold
         assert sha256_file(tmp_path / "killed" / name) == sha256_file(tmp_path / "whole" / name)
 
 
+# -- choosing Ray ----------------------------------------------------------------------------
+
+def test_auto_without_a_cluster_edits_in_this_process_on_a_small_machine(monkeypatch):
+    """No cluster to join (ray.init(address="auto") raises ConnectionError, as Ray does when none
+    runs): under 4 CPUs the job stays in this process; with more a local Ray is started."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray is already running in this process")
+    started = []
+
+    def init(address=None, **options):
+        if address == "auto":
+            raise ConnectionError("no cluster")
+        started.append(address)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert distributed.connect("auto") == "off" and not started
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert distributed.connect("auto") == "started" and started == ["local"]
+
+
+def test_without_ray_data_the_ray_modes_say_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(WarpresError, match=r"pip install 'warpres\[batch\]'"):
+        distributed.connect("local")
+
+
 # -- Ray --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -231,7 +259,7 @@ def test_ray_writes_bit_identical_outputs_and_the_same_table_as_the_inline_path(
     inline = run_batch(listing, plan, cutting, spec)
     ray_plan = Plan(plan.outputs, tmp_path / "ray")
     on_ray = run_batch(listing, ray_plan, cutting, spec, ray="auto", workers=2, cpus_per_worker=0.5, batch_size=2)
-    assert on_ray.ran_on == "ray" and inline.ran_on == "inline"
+    assert on_ray.ran_on == "on Ray" and inline.ran_on == "in this process"
     assert _table(inline.tables[0], drop=(*TIMINGS, "output_path")) == _table(on_ray.tables[0],
                                                                                 drop=(*TIMINGS, "output_path"))
     written = [row["output_path"] for row in inline.rows if row["status"] == "ok"]
@@ -274,9 +302,3 @@ def test_an_edit_actor_that_raises_is_retried_and_no_input_is_lost(local_ray, de
     assert marker.exists(), "the worker never raised: the test tested nothing"
     assert [row["status"] for row in summary.rows] == ["ok"] * 4
     assert all(Path(row["output_path"]).is_file() for row in summary.rows)
-
-
-def test_without_ray_data_the_ray_modes_say_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(WarpresError, match=r"pip install 'warpres\[batch\]'"):
-        distributed.connect("local")

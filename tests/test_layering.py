@@ -31,7 +31,7 @@ FORBIDDEN = {
     "warpres.training": ("warpres.app", "warpres.cli", "warpres.export"),
     "warpres.calibration": ("warpres.app", "warpres.cli", "warpres.training"),
     **{package: ("torch", "ray", "warpres.export", "warpres.models", "warpres.training", "warpres.cli")
-       for package in ("warpres.batch.job", "warpres.batch.distributed")},
+       for package in ("warpres.app.batch.job", "warpres.app.batch.distributed")},
     "warpres.app": ("warpres.cli",),
     "warpres.cli": (),
 }

@@ -255,8 +255,9 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the outputs (the inputs' folders mirrored) and results.parquet / results.csv.")
 @click.option("--ray", "ray_address", default="auto", show_default=True, metavar="auto|local|off|ADDRESS",
-              help="auto: the Ray cluster this machine belongs to, else a local one; local: a Ray on this machine; "
-                   "off: this process alone; else a cluster address (ray://host:10001 or host:6379).")
+              help="auto: the Ray cluster this machine belongs to, else a local Ray with 4+ CPUs, else this process; "
+                   "local: a Ray on this machine; off: this process alone; else a cluster address (ray://host:10001 "
+                   "or host:6379).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Edit actors (each loads the model once).")
 @click.option("--cpus-per-worker", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
@@ -278,10 +279,10 @@ def batch(inputs, model, directions, backend, precision, max_batch, allow_embedd
 
     from tqdm import tqdm
 
-    from warpres.batch.distributed import SessionSpec
-    from warpres.batch.inputs import list_inputs
-    from warpres.batch.job import run_batch
-    from warpres.batch.pipeline import Cutting, Plan
+    from warpres.app.batch.distributed import SessionSpec, worker_spec
+    from warpres.app.batch.inputs import list_inputs
+    from warpres.app.batch.job import run_batch
+    from warpres.app.batch.pipeline import Cutting, Plan
 
     if ray_address == "auto" and importlib.util.find_spec("ray") is None:
         _warn("Ray is not installed (pip install 'warpres[batch]'): editing in this process")
@@ -291,14 +292,13 @@ def batch(inputs, model, directions, backend, precision, max_batch, allow_embedd
     session, choice = _open_session(model, backend, precision, directions, max_batch, allow_embedded_plugins)
     for output in outputs:  # unknown edit names fail before any work
         session.check_edits(output.edit_sets)
-    options = {"allow_embedded_plugins": True} if allow_embedded_plugins else {}
-    if backend in ("openvino", "onnxruntime") and ray_address != "off":
-        options["threads"] = max(1, int(cpus_per_worker))
-    spec = SessionSpec(str(choice.path), choice.directions, backend, precision, max_batch, options or None)
-    cutting = Cutting(session.info.image_size, choice.framing if align_faces else None, largest_face, fit)
+    spec = SessionSpec(str(choice.path), choice.directions, backend, precision, max_batch,
+                       {"allow_embedded_plugins": True} if allow_embedded_plugins else None)
     if ray_address != "off":
-        del session   # the actors open their own
-        session = None
+        spec = worker_spec(session, spec.path, choice.directions, backend, precision, max_batch,
+                           cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                           allow_embedded_plugins=allow_embedded_plugins)
+    cutting = Cutting(session.info.image_size, choice.framing if align_faces else None, largest_face, fit)
     with tqdm(total=len(listing.sources), unit="img", desc="batch", disable=None) as bar:
         summary = run_batch(listing, Plan(tuple(outputs), out_dir, crop_only), cutting, spec, ray=ray_address,
                             workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,

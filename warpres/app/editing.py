@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from warpres.batch.pipeline import compose
+from warpres.app.batch.pipeline import compose
 from warpres.edits import LatentSmoother
 from warpres.media.faces import FaceAligner, FaceNotFoundError
 from warpres.media.fit import fit_square

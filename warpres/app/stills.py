@@ -1,4 +1,4 @@
-"""`warpres edit` on image files: the batch steps (warpres.batch.pipeline) run in this process,
+"""`warpres edit` on image files: the batch steps (warpres.app.batch.pipeline) run in this process,
 with outputs named by each input's stem in one folder.
 
 A photo with no face (when aligning) is reported by name and counted, never edited whole.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warpres.app.outputs import Output
-from warpres.batch.pipeline import OK, Cutting, Editor, Item, Plan, run_inline
+from warpres.app.batch.pipeline import OK, Cutting, Editor, Item, Plan, run_inline
 from warpres.media.faces import FaceAligner
 from warpres.media.imageio import read_image
 

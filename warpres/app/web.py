@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from warpres.batch.pipeline import compose
+from warpres.app.batch.pipeline import compose
 from warpres.edits import EditRequest, edit_range
 from warpres.errors import WarpresError
 from warpres.media.annotate import draw_flow

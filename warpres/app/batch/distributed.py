@@ -1,4 +1,4 @@
-"""The batch steps (warpres.batch.pipeline) as a Ray Data pipeline:
+"""The batch steps (warpres.app.batch.pipeline) as a Ray Data pipeline:
 
     inputs -> read + decode, detect + align (CPU tasks) -> edit (an actor pool: each actor opens
     its Session once) -> compose + write + record (CPU tasks) -> the driver gathers the rows
@@ -13,17 +13,21 @@ default); an exception in an edit call is retried up to `MAX_RETRIES` times in a
 from __future__ import annotations
 
 import math
+import os
 import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from warpres.batch.pipeline import Cutting, Editor, Item, Plan, cut_item, read_item, write_item
-from warpres.batch.results import save_record
+from warpres.app.batch.pipeline import Cutting, Editor, Item, Plan, cut_item, read_item, write_item
+from warpres.app.batch.results import save_record
 from warpres.errors import WarpresError
 
 MAX_RETRIES = 3
+# Below this, a local Ray's own processes cost more than its parallel tasks win (benchmarks/batch.py:
+# 0.7x one process on 2 cores), so `--ray auto` without a cluster edits in this process.
+LOCAL_RAY_MIN_CPUS = 4
 TASK_CPUS = 1.0       # what each read / align / write task reserves
-ITEMS_PER_BLOCK = 8   # the unit of the read / write tasks: small, so decoded frames stream instead of piling up
+ITEMS_PER_BLOCK = 32   # the unit of the read / write tasks: small, so decoded frames stream instead of piling up
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,19 @@ class SessionSpec:
 
         return open_session(self.path, self.backend, precision=self.precision, directions=self.directions,
                             max_batch=self.max_batch, backend_options=self.backend_options)
+
+
+def worker_spec(session, path: str, directions, backend: str, precision: str | None, max_batch: int, *,
+                cpus_per_worker: float, gpus_per_worker: float, allow_embedded_plugins: bool = False) -> SessionSpec:
+    """What the actors open. CPU actors run the CPU backend `session` (opened here for `backend`)
+    chose, with one thread per reserved CPU: the read / align / write tasks get the other cores
+    instead of fighting the actors' threads for them. GPU actors choose on their own machine."""
+    options: dict[str, object] = {"allow_embedded_plugins": True} if allow_embedded_plugins else {}
+    kind = session.backend.name.split()[0]
+    if gpus_per_worker == 0 and kind in ("openvino", "onnxruntime") and "CPU" in session.backend.name:
+        backend = kind
+        options["threads"] = max(1, round(cpus_per_worker))
+    return SessionSpec(path, directions, backend, precision, max_batch, options or None)
 
 
 class TransientEditFault(Exception):
@@ -75,29 +92,32 @@ class EditWorker:
         return self.editor(items)
 
 
-def connect(address: str) -> bool:
-    """Join or start Ray: "local" starts a Ray on this machine, "auto" joins the cluster this
-    machine is part of (RAY_ADDRESS, or `ray start` here) and else starts one, anything else is a
-    cluster address. True when this call started Ray (the caller shuts it down)."""
+def connect(address: str) -> str:
+    """Join or start Ray: "local" starts a Ray on this machine; "auto" joins the cluster this
+    machine is part of (RAY_ADDRESS, or `ray start` here), else starts a local one on machines
+    of `LOCAL_RAY_MIN_CPUS` or more and otherwise leaves the job to this process; anything else
+    is a cluster address. Returns "joined", "started" (the caller shuts it down) or "off"."""
     try:
         import ray
         import ray.data  # noqa: F401  (ray without its data extra has no Ray Data)
     except ImportError:
         raise WarpresError("warpres batch --ray needs Ray Data: pip install 'warpres[batch]' (or --ray off)") from None
     if ray.is_initialized():
-        return False
+        return "joined"
     options = {"ignore_reinit_error": True, "include_dashboard": False}
     if address == "auto":
         try:
             ray.init(address="auto", **options)
-            return True
+            return "joined"
         except ConnectionError:
+            if (os.cpu_count() or 1) < LOCAL_RAY_MIN_CPUS:
+                return "off"
             address = "local"
     try:
         ray.init(address=address, **options)
     except (ConnectionError, ValueError) as error:
         raise WarpresError(f"cannot reach Ray at {address!r}: {error}") from error
-    return True
+    return "started"
 
 
 def run_on_ray(items: Sequence[Item], plan: Plan, cutting: Cutting, job: str, spec: SessionSpec, *,

@@ -9,7 +9,7 @@
 
 An item that fails a step carries its status and error on to the end instead of raising, so a
 bad photo is a row of the results, never a failed job. `warpres edit` runs these steps inline;
-`warpres batch` inline or on Ray Data (warpres.batch.distributed).
+`warpres batch` inline or on Ray Data (warpres.app.batch.distributed).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from warpres.batch.pipeline import FAILURES, OK, Item, Plan
+from warpres.app.batch.pipeline import FAILURES, OK, Item, Plan
 from warpres.files import atomic_path, sha256_file
 
 RECORDS = ".warpres-batch"

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from warpres.batch.distributed import EditWorker, SessionSpec, connect, run_on_ray
-from warpres.batch.inputs import InputListing, read_source
-from warpres.batch.pipeline import FAILURES, NOT_IMAGE, Cutting, Editor, Item, Plan, fingerprint, run_inline
-from warpres.batch.results import finished_rows, save_record, write_table
+from warpres.app.batch.distributed import EditWorker, SessionSpec, connect, run_on_ray
+from warpres.app.batch.inputs import InputListing, read_source
+from warpres.app.batch.pipeline import FAILURES, NOT_IMAGE, Cutting, Editor, Item, Plan, fingerprint, run_inline
+from warpres.app.batch.results import finished_rows, save_record, write_table
 from warpres.media.imageio import IMAGE_EXTENSIONS
 
 
@@ -22,7 +22,7 @@ class BatchSummary:
     tables: tuple[Path, Path]
     resumed: int            # inputs whose rows came from a previous run
     seconds: float
-    ran_on: str             # "inline" or "ray"
+    ran_on: str             # "in this process" or "on Ray"
 
     @property
     def statuses(self) -> Counter:
@@ -45,9 +45,11 @@ def run_batch(listing: InputListing, plan: Plan, cutting: Cutting, spec: Session
               session=None, progress: Callable[[int], None] | None = None,
               worker: type = EditWorker) -> BatchSummary:
     """Edit every input of `listing` by `plan`. ray: "off" (this process, with `session` or one
-    opened from `spec`), "local", "auto" or a cluster address. progress(n): inputs done so far."""
+    opened from `spec`), "local", "auto" or a cluster address (`connect`); on Ray the actors open
+    `spec`. progress(n): inputs done so far."""
     start = time.perf_counter()
-    job = fingerprint(spec.path, spec.backend, spec.precision, plan.outputs, plan.crop_only, cutting)
+    # Not the backend: backends agree within 1/255 (the parity tests), so a job resumes on another.
+    job = fingerprint(spec.path, spec.precision, plan.outputs, plan.crop_only, cutting)
     rows: dict[int, list[dict]] = {}
     pending: list[Item] = []
     for index, (source, name) in enumerate(zip(listing.sources, listing.names, strict=True)):
@@ -68,24 +70,23 @@ def run_batch(listing: InputListing, plan: Plan, cutting: Cutting, spec: Session
         if progress is not None:
             progress(len(rows))
 
-    ran_on = "inline"
-    if pending and ray == "off":
+    ran_on = connect(ray) if pending and ray != "off" else "off"
+    if pending and ran_on == "off":
         editor = Editor(session if session is not None else spec.open(), plan)
         run_inline(pending, plan, editor, cutting, read=read_source, batch_size=batch_size,
                    done=lambda item: done(item.index, save_record(item, plan, job)))
     elif pending:
-        ran_on = "ray"
-        started = connect(ray)
         try:
             for index, item_rows in run_on_ray(pending, plan, cutting, job, spec, workers=workers,
                                                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                                                batch_size=batch_size, read=read_source, worker=worker):
                 done(index, item_rows)
         finally:
-            if started:
+            if ran_on == "started":
                 import ray as ray_module
 
                 ray_module.shutdown()
     ordered = [row for index in sorted(rows) for row in rows[index]]
     tables = write_table(ordered, plan.out_dir)
-    return BatchSummary(ordered, tables, resumed, time.perf_counter() - start, ran_on)
+    return BatchSummary(ordered, tables, resumed, time.perf_counter() - start,
+                        "in this process" if ran_on == "off" else "on Ray")
