@@ -18,15 +18,15 @@ Results go to stdout and to benchmarks/results/gpu_reference.md.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from cpu_backends import build  # noqa: E402  (the same FFHQ-1024 architectures the CPU benchmark measures)
+from tests.plugin_libraries import KernelLibrary  # noqa: E402  (the launchers' ctypes signatures)
 
 from warpres.benchmark import fixed_latent_shift, measure_sessions, publish, synthetic_images, table  # noqa: E402
 from warpres.models.flow import warp  # noqa: E402
@@ -69,19 +69,6 @@ def session_rows(arch: str, batches: list[int], iterations: int, work: Path) -> 
     return f"### {arch}\n\n{table(rows, fp32_reference)}\n"
 
 
-class Kernels:
-    def __init__(self, path: Path) -> None:
-        lib = ctypes.CDLL(str(path))
-        pointer, integer = ctypes.c_void_p, ctypes.c_int
-        lib.warpres_modulated_conv_workspace_size.argtypes = [integer] * 6
-        lib.warpres_modulated_conv_workspace_size.restype = ctypes.c_size_t
-        lib.warpres_modulated_conv_launch.argtypes = [pointer] * 5 + [ctypes.c_size_t] + [integer] * 10 + [pointer]
-        lib.warpres_modulated_conv_launch.restype = integer
-        lib.warpres_flow_warp_launch.argtypes = [pointer] * 3 + [integer] * 5 + [pointer]
-        lib.warpres_flow_warp_launch.restype = integer
-        self.lib = lib
-
-
 def cuda_ms(run, repeats: int = 20) -> float:
     """Median milliseconds of `run()` on the current stream, by CUDA events, after two warm-ups."""
     for _ in range(2):
@@ -103,8 +90,8 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual.float() - expected).abs().max() / expected.abs().max().clamp(min=1))
 
 
-def kernel_rows(kernels: Kernels, batches: list[int]) -> str:
-    lib, stream = kernels.lib, torch.cuda.current_stream().cuda_stream
+def kernel_rows(kernels: KernelLibrary, batches: list[int]) -> str:
+    stream = torch.cuda.current_stream().cuda_stream
     taps = setup_filter().cuda()
     lines = ["| op | B | shape | PyTorch FP32 (ms) | kernel FP32 (ms) | error FP32 | PyTorch FP16 (ms) "
              "| kernel FP16 (ms) | error FP16 |", "|---|---|---|---|---|---|---|---|---|"]
@@ -115,7 +102,7 @@ def kernel_rows(kernels: Kernels, batches: list[int]) -> str:
             x = torch.randn(batch, in_ch, size, size, device="cuda", generator=generator)
             weight = torch.randn(out_ch, in_ch, kernel, kernel, device="cuda", generator=generator)
             styles = torch.randn(batch, in_ch, device="cuda", generator=generator)
-            workspace_size = lib.warpres_modulated_conv_workspace_size(batch, out_ch, size, size, kernel, up)
+            workspace_size = kernels.workspace_size(batch, out_ch, size, size, kernel, up)
             workspace = torch.empty(max(workspace_size, 1), dtype=torch.uint8, device="cuda")
             cells = []
             for dtype, flag in ((torch.float32, FLOAT32), (torch.float16, FLOAT16)):
@@ -127,7 +114,7 @@ def kernel_rows(kernels: Kernels, batches: list[int]) -> str:
                                             resample_filter=taps)
 
                 def launch(xs=xs, ws=ws, ss=ss, out=out):
-                    status = lib.warpres_modulated_conv_launch(
+                    status = kernels.modulated_conv(
                         xs.data_ptr(), ws.data_ptr(), ss.data_ptr(), out.data_ptr(), workspace.data_ptr(),
                         workspace_size, batch, in_ch, out_ch, size, size, kernel, up, kernel // 2, demodulate, flag,
                         stream)
@@ -155,7 +142,7 @@ def kernel_rows(kernels: Kernels, batches: list[int]) -> str:
                 out = torch.empty_like(fs)
 
                 def launch(fs=fs, fl=fl, out=out):
-                    status = lib.warpres_flow_warp_launch(fs.data_ptr(), fl.data_ptr(), out.data_ptr(), batch,
+                    status = kernels.flow_warp(fs.data_ptr(), fl.data_ptr(), out.data_ptr(), batch,
                                                           channels, size, size, flag, stream)
                     if status != 0:
                         raise RuntimeError(f"warpres_flow_warp_launch returned {status}")
@@ -186,7 +173,7 @@ def main() -> None:
             f"{properties.major}.{properties.minor}; PyTorch {torch.__version__} (CUDA {torch.version.cuda}); "
             f"{args.iterations} timed iterations after a warm-up, medians.\n\n")
     if args.kernels:
-        text += f"## The plugin kernels against PyTorch (TF32 off)\n\n{kernel_rows(Kernels(args.kernels), [1, 4])}\n"
+        text += f"## The plugin kernels against PyTorch (TF32 off)\n\n{kernel_rows(KernelLibrary(args.kernels), [1, 4])}\n"
         print(text, flush=True)
     text += "## PyTorch eager on CUDA: full edit and cached re-edit\n\n"
     with tempfile.TemporaryDirectory() as work:

@@ -1,4 +1,5 @@
-"""The plugins' CMake project (plugins/) for tests: configure, build a library, load the CPU reference.
+"""The plugins' CMake project (plugins/) for tests: configure, build a library, load the CPU
+reference and the CUDA kernels' launchers (`KernelLibrary`, also used by benchmarks/gpu_reference.py).
 
 `ReferenceLibrary` is libwarpres_plugin_reference through ctypes: the __host__ __device__ math the
 CUDA kernels run, on the CPU; it serves as warpres.export.plugin_graph.PluginKernels too.
@@ -127,3 +128,20 @@ class ReferenceLibrary:
         status = self.flow_warp_status(features, flow, out, features.shape)
         assert status == 0, f"warpres_flow_warp_reference returned {status}"
         return out
+
+
+class KernelLibrary:
+    """libwarpres_plugin_kernels through ctypes: the launchers the TensorRT plugins call."""
+
+    def __init__(self, path: Path) -> None:
+        lib = ctypes.CDLL(str(path))
+        pointer, integer = ctypes.c_void_p, ctypes.c_int
+        lib.warpres_modulated_conv_workspace_size.argtypes = [integer] * 6
+        lib.warpres_modulated_conv_workspace_size.restype = ctypes.c_size_t
+        lib.warpres_modulated_conv_launch.argtypes = [pointer] * 5 + [ctypes.c_size_t] + [integer] * 10 + [pointer]
+        lib.warpres_modulated_conv_launch.restype = integer
+        lib.warpres_flow_warp_launch.argtypes = [pointer] * 3 + [integer] * 5 + [pointer]
+        lib.warpres_flow_warp_launch.restype = integer
+        self.workspace_size = lib.warpres_modulated_conv_workspace_size
+        self.modulated_conv = lib.warpres_modulated_conv_launch
+        self.flow_warp = lib.warpres_flow_warp_launch

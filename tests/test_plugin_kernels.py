@@ -10,20 +10,18 @@ cleanly without a device.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.plugin_libraries import CMakeBuild, configure, require_build_tools
+from tests.plugin_libraries import CMakeBuild, KernelLibrary, configure, require_build_tools
 from warpres.models.flow import warp
 from warpres.models.modulated_conv import modulated_conv2d
 from warpres.models.resample import setup_filter
@@ -167,23 +165,6 @@ def test_reference_warp_outside_the_grid_equals_pytorch_zero_padding(reference, 
 
 # ----------------------------------------------------------------------------------------------
 # The CUDA kernels
-
-
-class KernelLibrary:
-    """libwarpres_plugin_kernels through ctypes: the launchers the TensorRT plugins call."""
-
-    def __init__(self, path: Path) -> None:
-        lib = ctypes.CDLL(str(path))
-        pointer, integer = ctypes.c_void_p, ctypes.c_int
-        lib.warpres_modulated_conv_workspace_size.argtypes = [integer] * 6
-        lib.warpres_modulated_conv_workspace_size.restype = ctypes.c_size_t
-        lib.warpres_modulated_conv_launch.argtypes = [pointer] * 5 + [ctypes.c_size_t] + [integer] * 10 + [pointer]
-        lib.warpres_modulated_conv_launch.restype = integer
-        lib.warpres_flow_warp_launch.argtypes = [pointer] * 3 + [integer] * 5 + [pointer]
-        lib.warpres_flow_warp_launch.restype = integer
-        self.workspace_size = lib.warpres_modulated_conv_workspace_size
-        self.modulated_conv = lib.warpres_modulated_conv_launch
-        self.flow_warp = lib.warpres_flow_warp_launch
 
 
 @pytest.fixture(scope="session")

@@ -188,18 +188,27 @@ def _parse_sweep(text: str) -> np.ndarray:
     return strengths
 
 
+def _still_options(command):
+    """What edit and batch write of each photo: the edits, a sweep, faces or squares, crops."""
+    for option in (
+            click.option("--crop-only", is_flag=True,
+                         help="Write the model-size crop (or face) only, not the composed image."),
+            fit_option, largest_face_option,
+            click.option("--align-faces", is_flag=True, help="Find the faces (5 landmarks), align each as the model "
+                                                             "expects (FFHQ), paste the edits back."),
+            click.option("--strength-sweep", "sweep", metavar="START:STOP:COUNT",
+                         help="Write a strip of strengths per --edit (its names, strengths replaced)."),
+            click.option("--edit", "-e", "edits", multiple=True,
+                         help="Edit spec, e.g. smile=2 or 'age=3,smile=-1'; repeat for more outputs. None: "
+                              "reconstruction.")):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_model_options
-@click.option("--edit", "-e", "edits", multiple=True,
-              help="Edit spec, e.g. smile=2 or 'age=3,smile=-1'; repeat for more outputs. None: reconstruction.")
-@click.option("--strength-sweep", "sweep", metavar="START:STOP:COUNT",
-              help="Write a strip of strengths per --edit (its names, strengths replaced).")
-@click.option("--align-faces", is_flag=True,
-              help="Find the faces (5 landmarks), align each as the model expects (FFHQ), paste the edits back.")
-@largest_face_option
-@fit_option
-@click.option("--crop-only", is_flag=True, help="Write the model-size crop (or face) only, not the composed image.")
+@_still_options
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the output PNGs (created if missing).")
 def edit(images, model, directions, backend, precision, max_batch, allow_embedded_plugins, edits, sweep,
@@ -243,15 +252,7 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
 @main.command()
 @click.argument("inputs")
 @_model_options
-@click.option("--edit", "-e", "edits", multiple=True,
-              help="Edit spec, e.g. smile=2 or 'age=3,smile=-1'; repeat for more outputs. None: reconstruction.")
-@click.option("--strength-sweep", "sweep", metavar="START:STOP:COUNT",
-              help="Write a strip of strengths per --edit (its names, strengths replaced).")
-@click.option("--align-faces", is_flag=True,
-              help="Find the faces (5 landmarks), align each as the model expects, paste the edits back.")
-@largest_face_option
-@fit_option
-@click.option("--crop-only", is_flag=True, help="Write the model-size crop (or face) only, not the composed image.")
+@_still_options
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the outputs (the inputs' folders mirrored) and results.parquet / results.csv.")
 @click.option("--ray", "ray_address", default="auto", show_default=True, metavar="auto|local|off|ADDRESS",

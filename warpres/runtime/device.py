@@ -76,7 +76,9 @@ class Device(Protocol):
         ...
 
 
-class _Ready:
+class Ready:
+    """A download that has already finished (host devices copy nothing)."""
+
     def __init__(self, array: np.ndarray) -> None:
         self._array = array
 
@@ -119,8 +121,8 @@ class HostDevice:
     def gather(self, tensors: Sequence[np.ndarray], slot: str, pipeline: int) -> np.ndarray:
         return np.stack(tensors)
 
-    def download(self, tensor: np.ndarray, slot: str, pipeline: int) -> _Ready:
-        return _Ready(tensor)
+    def download(self, tensor: np.ndarray, slot: str, pipeline: int) -> Ready:
+        return Ready(tensor)
 
     def start_timing(self) -> None:
         self._times = defaultdict(list)

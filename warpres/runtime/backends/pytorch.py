@@ -22,6 +22,7 @@ import numpy as np
 
 from warpres.errors import BackendError
 from warpres.precision import check_backend_precision, normalize_precision
+from warpres.runtime.device import Ready
 from warpres.stages import Stage, stages_for
 
 
@@ -83,14 +84,6 @@ def to_numpy(tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().float().cpu().numpy())
 
 
-class _Downloaded:
-    def __init__(self, array: np.ndarray) -> None:
-        self._array = array
-
-    def result(self) -> np.ndarray:
-        return self._array
-
-
 class TorchDevice:
     """The torch backend as a device: tensors are torch tensors on the backend's device, one
     pipeline (PyTorch's current stream), and every stage's outputs are checked for NaN / inf where
@@ -131,8 +124,8 @@ class TorchDevice:
     def gather(self, tensors: Sequence, slot: str, pipeline: int):
         return self._torch.stack(list(tensors))
 
-    def download(self, tensor, slot: str, pipeline: int) -> _Downloaded:
-        return _Downloaded(to_numpy(tensor))
+    def download(self, tensor, slot: str, pipeline: int) -> Ready:
+        return Ready(to_numpy(tensor))
 
     def start_timing(self) -> None:
         self._times = defaultdict(list)
