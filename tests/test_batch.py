@@ -182,6 +182,16 @@ def test_a_rerun_skips_verified_outputs_and_redoes_a_damaged_one(demo, photo_fol
     assert run_batch(listing, changed, cutting, spec).resumed == 0
 
 
+def test_a_job_leaves_its_session_cache_empty(demo, photo_folder, tmp_path):
+    """A batch never re-edits, so it keeps no features: memory stays that of one batch."""
+    from warpres.app.sessions import open_session
+
+    plan, cutting, spec = _job(demo, tmp_path / "out")
+    session = open_session(demo.path, "onnxruntime", directions=demo.directions)
+    summary = run_batch(list_inputs(photo_folder), plan, cutting, spec, session=session, batch_size=2)
+    assert summary.statuses["ok"] == 5 and len(session.cache) == 0 and session.cache.bytes == 0
+
+
 def test_a_killed_run_resumed_gives_the_table_of_an_uninterrupted_run(photo_folder, tmp_path):
     many = tmp_path / "many"
     many.mkdir()

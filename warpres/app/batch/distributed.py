@@ -24,9 +24,9 @@ from warpres.errors import WarpresError
 
 MAX_RETRIES = 3
 # Below this, a local Ray's own processes cost more than its parallel tasks win (benchmarks/batch.py:
-# 0.7x one process on 2 cores), so `--ray auto` without a cluster edits in this process.
+# 0.74-0.81x one process on 2 cores), so `--ray auto` without a cluster edits in this process.
 LOCAL_RAY_MIN_CPUS = 4
-TASK_CPUS = 1.0       # what each read / align / write task reserves
+TASK_CPUS = 1.0       # what each read / align task reserves
 ITEMS_PER_BLOCK = 32   # the unit of the read / write tasks: small, so decoded frames stream instead of piling up
 
 
@@ -129,7 +129,7 @@ def run_on_ray(items: Sequence[Item], plan: Plan, cutting: Cutting, job: str, sp
     cpus = ray.cluster_resources().get("CPU", 0.0)
     if cpus - workers * cpus_per_worker < TASK_CPUS:
         raise WarpresError(f"{workers} edit worker(s) x {cpus_per_worker:g} CPUs leave less than {TASK_CPUS:g} of this "
-                           f"Ray cluster's {cpus:g} CPUs for the read, align and write tasks, which would then never "
+                           f"Ray cluster's {cpus:g} CPUs for the read and align tasks, which would then never "
                            f"run: use fewer --workers or a smaller --cpus-per-worker (e.g. 0.5)")
     context = ray.data.DataContext.get_current()
     context.actor_task_retry_on_errors = [TransientEditFault]
@@ -141,7 +141,10 @@ def run_on_ray(items: Sequence[Item], plan: Plan, cutting: Cutting, job: str, sp
     dataset = dataset.map_batches(worker, fn_constructor_kwargs={"spec": spec, "plan": plan}, batch_size=batch_size,
                                   batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                                   num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
-    dataset = dataset.map(_write_and_record, fn_kwargs={"plan": plan, "job": job}, num_cpus=TASK_CPUS)
+    # The writes reserve no CPU: they are light (compose, encode: ~10 ms an image) and must never
+    # queue behind the reads for one, or the edited frames pile up in the object store (seen on 2
+    # CPUs: 190 read tasks ran, no write).
+    dataset = dataset.map(_write_and_record, fn_kwargs={"plan": plan, "job": job}, num_cpus=0)
     for row in dataset.iter_rows():
         yield row["index"], pickle.loads(row["rows"])
 

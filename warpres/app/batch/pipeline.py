@@ -142,6 +142,9 @@ class Editor:
                         self._edit([item])
                     except WarpresError as error:
                         item.fail(FAILED, error)
+            # A job never edits a photo twice: its cached features would only fill the cache to its
+            # bound (2 GB; an actor grew by 0.9 GB over 2000 demo photos before this).
+            self.session.cache.clear()
         return list(items)
 
     def _edit(self, items: Sequence[Item]) -> None:
