@@ -4,9 +4,9 @@ Generated photos (the demo's faces, each at 256 px over its own noise background
 decodes to different pixels) are edited with the demo models (`--align-faces`, one edit) by
 `run_batch` inline and on a local Ray (1 edit actor), each in a fresh process. Throughput counts
 the job from its first input to its table (the actors' start and model load included), Ray's
-own start-up (`ray.init`) apart. Memory is the peak
-of the job's processes' unique memory (the driver, and with Ray its raylet, workers and
-actors) plus the object store's shared memory, sampled every 0.5 s; with Ray it is measured at two dataset sizes to show it does not grow with
+own start-up (`ray.init`) apart. Memory is the peak of the job's processes' unique memory (the
+driver, and with Ray its raylet, workers and actors) plus the object store's shared memory,
+sampled every 0.5 s; with Ray it is measured at two dataset sizes to show it does not grow with
 the inputs.
 
     python benchmarks/batch.py [--images 400] [--large 10000] [--backend auto]
@@ -115,8 +115,8 @@ def run_one(mode: str, folder: Path, out: Path, backend: str) -> dict:
             start = time.perf_counter()
             connect("local")
             startup = time.perf_counter() - start
-        summary = run_batch(listing, plan, Cutting(size, choice.framing), spec, ray="off" if mode == "inline" else "auto",
-                            session=session, batch_size=8)
+        summary = run_batch(listing, plan, Cutting(size, choice.framing), spec,
+                            ray="off" if mode == "inline" else "auto", session=session, batch_size=8)
     ok = summary.statuses.get("ok", 0)
     return {"mode": mode, "images": len(listing.sources), "ok": ok, "seconds": summary.seconds, "startup": startup,
             "per_second": len(listing.sources) / summary.seconds, "peak_memory_mb": memory.peak / 2 ** 20}
@@ -154,7 +154,8 @@ def render(runs: list[dict], backend: str) -> str:
              "| mode | images | ok | job (s) | images/s | vs inline | Ray start-up (s) | peak memory (MB) |",
              "|---|---|---|---|---|---|---|---|"]
     for run in runs:
-        lines.append(f"| {run['mode']} | {run['images']} | {run['ok']} | {run['seconds']:.1f} | {run['per_second']:.2f} "
+        lines.append(f"| {run['mode']} | {run['images']} | {run['ok']} | {run['seconds']:.1f} "
+                     f"| {run['per_second']:.2f} "
                      f"| {run['per_second'] / inline['per_second']:.2f}x | {run['startup']:.1f} "
                      f"| {run['peak_memory_mb']:.0f} |")
     return "\n".join(lines) + "\n"

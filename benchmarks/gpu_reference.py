@@ -173,7 +173,8 @@ def main() -> None:
             f"{properties.major}.{properties.minor}; PyTorch {torch.__version__} (CUDA {torch.version.cuda}); "
             f"{args.iterations} timed iterations after a warm-up, medians.\n\n")
     if args.kernels:
-        text += f"## The plugin kernels against PyTorch (TF32 off)\n\n{kernel_rows(KernelLibrary(args.kernels), [1, 4])}\n"
+        kernels = kernel_rows(KernelLibrary(args.kernels), [1, 4])
+        text += f"## The plugin kernels against PyTorch (TF32 off)\n\n{kernels}\n"
         print(text, flush=True)
     text += "## PyTorch eager on CUDA: full edit and cached re-edit\n\n"
     with tempfile.TemporaryDirectory() as work:
