@@ -262,7 +262,7 @@ def edit(images, model, directions, backend, precision, max_batch, allow_embedde
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Edit actors (each loads the model once).")
 @click.option("--cpus-per-worker", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
-              help="CPUs Ray reserves per actor (with --backend openvino/onnxruntime also their threads).")
+              help="CPUs Ray reserves per actor (CPU actors also run that many threads).")
 @click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
               help="GPUs per actor (e.g. 1 with --backend tensorrt).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Inputs per edit call (default: --max-batch).")
