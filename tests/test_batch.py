@@ -108,8 +108,9 @@ def test_a_glob_a_text_list_and_tables_name_the_same_inputs(photo_folder, tmp_pa
     for name in ("t.parquet", "t.csv"):
         listing = list_inputs(tmp_path / name)
         assert listing.sources == faces and listing.names == by_glob.names
-    with pytest.raises(WarpresError, match="no 'image' column.*path, caption"):
-        list_inputs(tmp_path / "t.csv", column="image")
+    for name in ("t.csv", "t.parquet"):
+        with pytest.raises(WarpresError, match="no 'image' column.*path, caption"):
+            list_inputs(tmp_path / name, column="image")
     assert list_inputs(tmp_path / "t.csv", column="path").sources == faces
 
 

@@ -36,7 +36,7 @@ def edit_image_files(session, paths: Sequence[Path], outputs: Sequence[Output], 
     def done(item: Item) -> None:
         if item.status == OK:
             result.written += len(item.written)
-            result.faces += len(item.pieces) if aligner is not None else 0
+            result.faces += item.faces if aligner is not None else 0
         else:
             result.failed += 1
             warn(f"skipping {item.error}")

@@ -77,10 +77,8 @@ def list_inputs(spec: str | os.PathLike[str], *, column: str = "path",
 
 def read_source(source: str) -> np.ndarray:
     """Decode one input (local path, file:// or a URI pyarrow opens); ImageError names it."""
-    if source.startswith("file://"):
-        return read_image(source[len("file://"):])
     if not is_uri(source):
-        return read_image(source)
+        return read_image(_without_file_scheme(source))
     from pyarrow import fs
 
     try:
@@ -113,17 +111,19 @@ def _table_entries(path: Path, column: str) -> list[str]:
             from pyarrow import csv
 
             table = csv.read_csv(path)
+            names = table.column_names
         else:
             from pyarrow import parquet
 
-            table = parquet.read_table(path, columns=[column] if column else None)
+            # the path column alone (a catalogue may carry many others), once it is known to exist
+            names = parquet.read_schema(path).names
+            table = parquet.read_table(path, columns=[column]) if column in names else None
     except ImportError:
         raise WarpresError(f"{path}: reading tables needs pyarrow: pip install 'warpres[batch]'") from None
     except (OSError, ValueError, KeyError) as error:
         raise WarpresError(f"{path}: cannot read the table: {str(error).splitlines()[0]}") from error
-    if column not in table.column_names:
-        raise WarpresError(f"{path}: no {column!r} column (columns: {', '.join(table.column_names)}); "
-                           f"name it with --path-column")
+    if column not in names:
+        raise WarpresError(f"{path}: no {column!r} column (columns: {', '.join(names)}); name it with --path-column")
     return [_resolve_entry(str(value), path.parent) for value in table.column(column).to_pylist()
             if value is not None and str(value).strip()]
 
@@ -159,8 +159,11 @@ def _output_names(sources: list[str], root: Path | None) -> list[str]:
 
 def _location(source: str) -> str:
     """A source as an absolute posix path: URIs by their bucket and key."""
-    if source.startswith("file://"):
-        source = source[len("file://"):]
+    source = _without_file_scheme(source)
     if is_uri(source):
         return "/" + source.split("://", 1)[1]
     return Path(source).resolve().as_posix()
+
+
+def _without_file_scheme(source: str) -> str:
+    return source[len("file://"):] if source.startswith("file://") else source

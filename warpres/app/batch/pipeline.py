@@ -49,11 +49,12 @@ class Item:
     pieces: list[FaceCrop | SquareFit] = field(default_factory=list)
     squares: list[np.ndarray] = field(default_factory=list)
     edited: list[list[np.ndarray]] | None = None          # per edit set: one image per piece
+    faces: int = 0                                        # pieces cut (faces when aligning)
     written: list[tuple[str, str, int, str]] = field(default_factory=list)  # (output suffix, path, bytes, sha256)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def fail(self, status: str, error: Exception | str) -> Item:
-        self.status, self.error = status, str(error)
+        self.status, self.error, self.faces = status, str(error), 0
         self.frame, self.pieces, self.squares, self.edited = None, [], [], None
         return self
 
@@ -111,10 +112,12 @@ def cut_item(item: Item, cutting: Cutting, aligner: FaceAligner | None = None) -
         if cutting.framing is None:
             square = fit_square(item.frame.shape, cutting.fit)
             item.pieces, item.squares = [square], [square.cut(item.frame)]
+            item.faces = 1
         else:
             aligner = aligner or _aligner(cutting.size, cutting.framing)
             crops = aligner.align_all(item.frame, item.source, largest_only=cutting.largest_face)
             item.pieces, item.squares = list(crops), [crop.image for crop in crops]
+            item.faces = len(crops)
     except FaceNotFoundError as error:
         return item.fail(NO_FACE, error)
     except WarpresError as error:
@@ -193,10 +196,8 @@ def write_item(item: Item, plan: Plan) -> Item:
                 item.written.append((suffix, str(path), path.stat().st_size, sha256_file(path)))
     except (WarpresError, OSError) as error:
         return item.fail(FAILED, error)
-    faces = len(item.pieces)
     item.status = OK
-    item.frame, item.squares, item.edited = None, [], None
-    item.pieces = [None] * faces   # the count stays
+    item.frame, item.pieces, item.squares, item.edited = None, [], [], None
     item.seconds["write"] = time.perf_counter() - start
     return item
 

@@ -15,12 +15,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from warpres.app.batch.pipeline import FAILURES, OK, Item, Plan
+from warpres.app.batch.pipeline import FAILURES, Item, Plan
 from warpres.files import atomic_path, sha256_file
 
 RECORDS = ".warpres-batch"
 TABLE_NAME = "results"
-COLUMNS = ("input", "output", "output_path", "status", "error", "faces", "read_s", "align_s", "edit_s", "write_s")
+STEPS = ("read", "align", "edit", "write")
+COLUMNS = ("input", "output", "output_path", "status", "error", "faces", *(f"{step}_s" for step in STEPS))
 
 
 def rows_of(item: Item, plan: Plan) -> list[dict]:
@@ -30,9 +31,8 @@ def rows_of(item: Item, plan: Plan) -> list[dict]:
     for output in plan.outputs:
         paths = [path for suffix, path, _, _ in item.written if suffix == output.suffix]
         rows.append({"input": item.source, "output": output.suffix, "output_path": ";".join(paths),
-                     "status": item.status, "error": item.error, "faces": len(item.pieces) if item.status == OK else 0,
-                     **{f"{step}_s": round(item.seconds.get(step, 0.0), 6)
-                        for step in ("read", "align", "edit", "write")}})
+                     "status": item.status, "error": item.error, "faces": item.faces,
+                     **{f"{step}_s": round(item.seconds.get(step, 0.0), 6) for step in STEPS}})
     return rows
 
 
@@ -73,10 +73,9 @@ def write_table(rows: Sequence[dict], out_dir: Path) -> tuple[Path, Path]:
     import pyarrow as pa
     from pyarrow import csv, parquet
 
-    table = pa.Table.from_pylist([{name: row[name] for name in COLUMNS} for row in rows], schema=pa.schema([
-        ("input", pa.string()), ("output", pa.string()), ("output_path", pa.string()), ("status", pa.string()),
-        ("error", pa.string()), ("faces", pa.int32()), *[(f"{step}_s", pa.float64())
-                                                         for step in ("read", "align", "edit", "write")]]))
+    types = {"faces": pa.int32(), **{f"{step}_s": pa.float64() for step in STEPS}}
+    schema = pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
+    table = pa.Table.from_pylist([{name: row[name] for name in COLUMNS} for row in rows], schema=schema)
     paths = out_dir / f"{TABLE_NAME}.parquet", out_dir / f"{TABLE_NAME}.csv"
     with atomic_path(paths[0]) as tmp:
         parquet.write_table(table, tmp)

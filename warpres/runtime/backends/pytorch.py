@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from warpres.errors import BackendError
 from warpres.precision import check_backend_precision, normalize_precision
-from warpres.runtime.device import Ready
+from warpres.runtime.device import HostDevice, Ready
 from warpres.stages import Stage, stages_for
 
 
@@ -84,27 +83,18 @@ def to_numpy(tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().float().cpu().numpy())
 
 
-class TorchDevice:
-    """The torch backend as a device: tensors are torch tensors on the backend's device, one
-    pipeline (PyTorch's current stream), and every stage's outputs are checked for NaN / inf where
-    they are made, so the error names the stage. Stage times synchronise the device around each
-    stage while timing is on, so they are the stage's own even on CUDA."""
+class TorchDevice(HostDevice):
+    """The torch backend as a device: a `HostDevice` (one pipeline, per-stage NaN / inf checks,
+    the same timing) whose tensors are torch tensors on the backend's device. While timing is on,
+    each stage synchronises the device around it, so its time is its own even on CUDA."""
 
-    pipelines = 1
-
-    def __init__(self, backend: TorchBackend) -> None:
-        self.backend = backend
-        self._torch = backend._torch
-        self._times: dict[str, list[float]] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
+    backend: TorchBackend
 
     def upload(self, array: np.ndarray, slot: str, pipeline: int):
         return self.backend.tensor(array)
 
     def run(self, stage: Stage, feeds: Mapping[str, object], pipeline: int) -> dict[str, object]:
+        torch = self.backend._torch
         if self._times is not None:
             self._synchronize()
             start = time.perf_counter()
@@ -113,7 +103,7 @@ class TorchDevice:
             self._synchronize()
             self._times[stage.name].append(time.perf_counter() - start)
         for name in stage.outputs:
-            if not bool(self._torch.isfinite(outputs[name]).all()):
+            if not bool(torch.isfinite(outputs[name]).all()):
                 raise BackendError(f"{self.name}: stage {stage.name} produced NaN or inf in {name}")
         return outputs
 
@@ -122,18 +112,11 @@ class TorchDevice:
         return [row.clone() for row in tensor]
 
     def gather(self, tensors: Sequence, slot: str, pipeline: int):
-        return self._torch.stack(list(tensors))
+        return self.backend._torch.stack(list(tensors))
 
     def download(self, tensor, slot: str, pipeline: int) -> Ready:
         return Ready(to_numpy(tensor))
 
-    def start_timing(self) -> None:
-        self._times = defaultdict(list)
-
-    def stop_timing(self) -> dict[str, list[float]]:
-        times, self._times = self._times or {}, None
-        return dict(times)
-
     def _synchronize(self) -> None:
         if self.backend.device.type == "cuda":
-            self._torch.cuda.synchronize(self.backend.device)
+            self.backend._torch.cuda.synchronize(self.backend.device)
