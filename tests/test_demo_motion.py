@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tests.test_demo_renderer import detailed_identity
-from warpres.demo.motion import agreement, sample_flow, true_flow
+from warpres.demo.flow_teacher import true_flow
+from warpres.demo.motion import agreement, sample_flow
 from warpres.demo.renderer import render, surface_motion, with_attribute
 
 

@@ -13,7 +13,7 @@ from tests.conftest import tiny_editing_model
 from warpres.benchmark import psnr
 from warpres.demo.bundle import demo_models, exported, materialize, read_regressor, write_bundle
 from warpres.demo.directions import ATTRIBUTES
-from warpres.demo.evaluation import evaluate, held_out_faces, markdown_table, masked_psnr
+from warpres.demo.evaluation import evaluate, held_out_faces, json_report, markdown_table, masked_psnr
 from warpres.demo.regressor import AttributeRegressor, hue_from_targets, regression_targets
 from warpres.demo.renderer import FaceParams, render
 from warpres.demo.showcase import COLUMNS, EDITS, edited_truth, run_demo
@@ -89,6 +89,10 @@ def test_evaluation_scores_every_model_on_every_column(tmp_path):
         assert set(row.achieved) == set(row.truth_psnr) == set(row.detail_psnr) == {name for name, _ in EDITS}
     table = markdown_table(scores)
     assert table.count("\n") == 4 and "| WarpRes |" in table
+    report = json.loads(json_report(scores, 3))
+    assert report["images"] == 3 and report["edits"] == dict(EDITS)
+    assert [model["title"] for model in report["models"]] == ["E0 only", "StyleRes", "WarpRes"]
+    assert report["models"][2]["detail_psnr"]["pose"] == scores[2].detail_psnr["pose"]
 
 
 def test_masked_psnr_counts_only_the_masked_pixels():

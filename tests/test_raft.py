@@ -288,3 +288,29 @@ def test_teacher_rejects_bad_inputs(checkpoint):
         teacher(source[:, :1], target[:, :1])
     with pytest.raises(ValueError):
         RaftFlowTeacher(path, iterations=0)
+
+
+def test_safetensors_weights_load_strictly_and_an_unreadable_file_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    state = _random_state("small")
+    path = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    loaded = load_raft(path).state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="broken.safetensors: not a readable safetensors file"):
+        load_raft(broken)
+
+
+def test_predictions_are_every_update_and_end_with_the_forward_flow():
+    torch.manual_seed(0)
+    model = RAFT.small().eval()
+    source, target = _images(64, 72)  # the 4-level correlation pyramid needs 8 cells per side
+    with torch.no_grad():
+        flows = model.predictions(target, source, num_flow_updates=3)
+        final = model(target, source, num_flow_updates=3)
+    assert len(flows) == 3 and all(flow.shape == (1, 2, 64, 72) for flow in flows)
+    assert torch.equal(flows[-1], final)
+    assert not torch.equal(flows[0], flows[1])  # each update moves the estimate

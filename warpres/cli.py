@@ -460,14 +460,15 @@ def demo(output: Path, backend: str) -> None:
 @main.command()
 @click.option("--images", type=click.IntRange(1), default=500, help="Held-out renders to score.")
 @backend_option
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a markdown table.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the table (markdown) here.")
-def evaluate(images: int, backend: str, output: Path | None) -> None:
+              help="Also write what is printed (the table, or the JSON) here.")
+def evaluate(images: int, backend: str, as_json: bool, output: Path | None) -> None:
     """Score the shipped demo models (E0 only, StyleRes, WarpRes) on held-out renders with ground truth."""
     try:
         from warpres.demo.bundle import demo_models, read_regressor
         from warpres.demo.evaluation import evaluate as run_evaluation
-        from warpres.demo.evaluation import markdown_table
+        from warpres.demo.evaluation import json_report, markdown_table
         from warpres.demo.showcase import DIRECTIONS
     except ImportError as exc:
         raise click.ClickException(f"warpres evaluate needs PyTorch and scikit-image ({exc}); "
@@ -475,7 +476,7 @@ def evaluate(images: int, backend: str, output: Path | None) -> None:
     from warpres.files import atomic_path
 
     scores = run_evaluation(demo_models(backend), read_regressor(), DIRECTIONS, count=images, backend=backend)
-    text = markdown_table(scores)
+    text = json_report(scores, images) if as_json else markdown_table(scores)
     click.echo(text)
     if output is not None:
         with atomic_path(output) as tmp:

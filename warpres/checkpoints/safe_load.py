@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from warpres.errors import CheckpointError
@@ -41,6 +43,17 @@ def load_torch_checkpoint(path: str | Path) -> Mapping:
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors at the top level, found {type(data).__name__}")
     return data
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file on the CPU, a CheckpointError naming it if it is unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:

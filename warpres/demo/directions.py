@@ -12,6 +12,12 @@ direction here: it also cancels whatever it can of the other attributes' variati
 demo's codes strength 0.8 along it turned the rendered heads by 0.04 (read by the regressor;
 the ground truth: 0.57), against 0.42 along the W+ vector above.
 
+How far the generator's edit reaches the ground truth, read by the bundle's reader on 64 faces
+(stream 8): along these vectors at 1, 1.5 and 2 times the strength, pose=0.8 reads 61%, 78% and
+81% of the truth's turn and smile=1 66%, 71% and 72% of its smile; E0's inversion of the
+ground-truth images themselves reads 89% (pose) and 65% (smile). Scaling the directions cannot
+lift the smile past what this autoencoder draws of a mouth.
+
 Hair colour is a hue (circular), so it is edited along two linear readings of it: `hair_red`
 (cos of the hue angle: red +, cyan -) and `hair_blue` (minus its sine: blue +, yellow -).
 """

@@ -17,10 +17,11 @@ StyleRes, WarpRes) running on a runtime backend:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,13 @@ def _scores(family: str, values: dict[str, list[float]], seconds: float) -> Scor
                   {n: _mean(values[f"truth/{n}"]) for n, _ in EDITS},
                   {n: _mean(values[f"detail/{n}"]) for n, _ in EDITS},
                   _mean(values["cycle"]), seconds)
+
+
+def json_report(scores: list[Scores], count: int) -> str:
+    """The scores as JSON: the images scored, the edits (name -> strength) and per model its title
+    and every mean of `Scores` (per-edit means keyed by edit name)."""
+    models = [{"title": FAMILY_TITLES[row.family], **asdict(row)} for row in scores]
+    return json.dumps({"images": count, "edits": dict(EDITS), "cycle_edit": CYCLE_EDIT, "models": models}, indent=1)
 
 
 def markdown_table(scores: list[Scores]) -> str:

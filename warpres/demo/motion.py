@@ -23,12 +23,12 @@ import click
 import cv2
 import numpy as np
 import torch
-from scipy.interpolate import griddata
 
 from warpres.benchmark import psnr
 from warpres.checkpoints import load_model
 from warpres.demo.build import STILL_THRESHOLD
 from warpres.demo.bundle import BUNDLE, read_bundle, read_regressor
+from warpres.demo.flow_teacher import true_flow
 from warpres.demo.evaluation import DETAIL_REGIONS, HELD_OUT_SEED, Reading, held_out_faces, masked_psnr
 from warpres.demo.renderer import FaceParams, render_with_masks, surface_motion
 from warpres.demo.showcase import DIRECTIONS, edited_truth
@@ -110,17 +110,6 @@ def _render(model: EditingModel, tensors: dict[str, torch.Tensor], family: str) 
 
 def _uint8(images: torch.Tensor) -> np.ndarray:
     return to_uint8(images.numpy())
-
-
-def true_flow(before: FaceParams, after: FaceParams, size: int, grid: int) -> np.ndarray:
-    """The renderer's motion of the face as a backward flow (2, grid, grid) in pixels of a grid x
-    grid lattice over the image: interpolated between surface points on the face, zero elsewhere
-    (background, clothing and neck do not move)."""
-    points, displacement = surface_motion(before, after, size, spacing=0.02)
-    centres = (np.arange(grid) + 0.5) * size / grid
-    lattice = tuple(np.meshgrid(centres, centres))
-    flow = [griddata(points, displacement[:, c], lattice, method="linear", fill_value=0.0) for c in range(2)]
-    return np.stack(flow).astype(np.float32) * grid / size
 
 
 @dataclass(frozen=True)

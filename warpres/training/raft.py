@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warpres.checkpoints.safe_load import load_state_strict, load_torch_checkpoint, require_state_dict
+from warpres.checkpoints.safe_load import (load_safetensors, load_state_strict, load_torch_checkpoint,
+                                           require_state_dict)
 from warpres.errors import CheckpointError
 from warpres.training.teacher import check_rgb_pair
 
@@ -355,7 +356,7 @@ def _upsample_convex(flow: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class RAFT(nn.Module):
     """RAFT with torchvision's state-dict layout; `RAFT.small()` / `RAFT.large()` build the two variants.
 
-    Eval-only: ``forward`` returns the final prediction, not the per-iteration list used to train.
+    ``forward`` returns the final prediction; ``predictions`` every update's, to train with.
     """
 
     def __init__(self, config: RaftConfig) -> None:
@@ -385,6 +386,21 @@ class RAFT(nn.Module):
         The flow is in pixels on image1's grid and points into image2: image1(p) ~= image2(p + flow(p)).
         Memory: the correlation volume holds (H/8 * W/8)^2 floats per image (64 MiB at 512 x 512).
         """
+        *_, (flow, hidden) = self._updates(image1, image2, num_flow_updates)
+        return self._upsample(flow, hidden)
+
+    def predictions(self, image1: torch.Tensor, image2: torch.Tensor, num_flow_updates: int = 12) -> list[torch.Tensor]:
+        """The full-resolution flow after every update, first to last (what RAFT's sequence loss
+        trains on); the last is `forward`'s output."""
+        return [self._upsample(flow, hidden) for flow, hidden in self._updates(image1, image2, num_flow_updates)]
+
+    def _upsample(self, flow: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        if self.mask_predictor is None:
+            return _upsample_bilinear(flow)
+        return _upsample_convex(flow, self.mask_predictor(hidden))
+
+    def _updates(self, image1: torch.Tensor, image2: torch.Tensor, num_flow_updates: int):
+        """Yield (coarse flow, GRU hidden state) after each update."""
         if image1.ndim != 4 or image1.shape[1] != 3 or image1.shape != image2.shape:
             raise ValueError(f"expected two RGB batches of one shape, got {tuple(image1.shape)} and "
                              f"{tuple(image2.shape)}")
@@ -409,10 +425,7 @@ class RAFT(nn.Module):
             corr = _lookup(pyramid, coords1, config.corr_radius)
             hidden, delta = self.update_block(hidden, context, corr, coords1 - coords0)
             coords1 = coords1 + delta
-        flow = coords1 - coords0
-        if self.mask_predictor is None:
-            return _upsample_bilinear(flow)
-        return _upsample_convex(flow, self.mask_predictor(hidden))
+            yield coords1 - coords0, hidden
 
 
 _STEM_KEY = "feature_encoder.convnormrelu.0.weight"
@@ -433,7 +446,8 @@ def _variant_of(state: Mapping[str, torch.Tensor], source: str) -> RaftConfig:
 def load_raft(path: str | Path) -> RAFT:
     """Build the RAFT variant (small or large) a torchvision-format state dict file holds and load it strictly.
 
-    The file is read with ``torch.load(map_location="cpu", weights_only=True)``. A plain state dict
+    A ``.safetensors`` file (what `warpres.demo.flow_teacher` trains) is read as tensors; any other
+    with ``torch.load(map_location="cpu", weights_only=True)``: a plain state dict
     (torchvision's published files) or a training checkpoint with the state dict under ``"model"``
     (torchvision's reference training script) is accepted. Missing ``num_batches_tracked`` buffers
     (files saved before PyTorch 0.4.1) are filled with 0: they have no effect in eval mode. Any other
@@ -441,7 +455,7 @@ def load_raft(path: str | Path) -> RAFT:
     Returns the network in eval mode with frozen parameters, on the CPU.
     """
     source = str(path)
-    data = load_torch_checkpoint(path)
+    data = load_safetensors(path) if Path(path).suffix == ".safetensors" else load_torch_checkpoint(path)
     if "model" in data and isinstance(data["model"], Mapping):
         data = data["model"]
     state = dict(require_state_dict(data, source))
