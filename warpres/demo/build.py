@@ -101,7 +101,8 @@ class Plan:
     autoencoder: FitConfig = FitConfig(
         steps=5000, batch_size=16, lr=1e-3, pose_curriculum=(1000, 2000),
         group_lrs=(("generator.", 2e-2), *((f"encoder.styles.{i}.linear.", 1e-2) for i in range(DEMO_ENCODER.num_ws))))
-    flow_teacher: FitConfig = FitConfig(steps=1500, batch_size=8, lr=4e-4, log_every=25, checkpoint_every=100)
+    # in-process data: a loader worker competing for the 2 cores made steps 1.6x slower
+    flow_teacher: FitConfig = FitConfig(steps=1500, batch_size=8, lr=4e-4, workers=0, log_every=25, checkpoint_every=100)
 
 
 def _result(work: Path, name: str) -> Path:
@@ -252,11 +253,14 @@ def build_flow_teacher(work: Path, config: FitConfig, progress: bool = True) -> 
     codes with the renderer's true motion as target (`warpres.demo.flow_teacher`). Prints its mean
     endpoint error on FLOW_CHECK pairs of another stream, against zero flow's.
 
-    First run (2-core Zen 4, 3.8 s a step with the data worker and the fit sharing the cores),
-    stopped at step 625 of 1,500: endpoint error on its own stream 0.61 px, zero flow's 0.82; on
-    32 held-out pose=0.8 edits (`python -m warpres.demo.motion`'s measure) its gain was 0.00 (DIS on
-    the same images: 0.35): from scratch it has learnt where nothing moves, not yet the face's
-    motion. Not yet used by the branch stages."""
+    Measured (2-core Zen 4; 1.0 s a step in-process, 1.6x that with a loader worker; the run was
+    interrupted at step 625 and resumed): endpoint error on its stream 0.82 px for zero flow, 0.61
+    at step 625 (where on held-out pose=0.8 edits it still moved nothing, gain 0.00), 0.41 after
+    the rate drop at step 1,200 and 0.407 at 1,500 on FLOW_CHECK held-out pairs. Scored like
+    `python -m warpres.demo.motion` (32 held-out faces, pose=0.8 on the generator's images, the face
+    moving 15.7 px): gain 0.66, endpoint error 6.1 px, 0.06 px where nothing moves; DIS at 128 px,
+    the first phase's teacher, 0.35 / 10.3 px / 1.59 px, and at 512 px with the still prior, the
+    second phase's, 0.34 / 10.6 px / 0.36 px."""
     inversion = load_model(_require(work, "inversion"))
     pairs = GeneratorPairs(inversion, DirectionLibrary.load(work / "directions"))
     network = RAFT.small()
