@@ -102,7 +102,8 @@ class Plan:
         steps=5000, batch_size=16, lr=1e-3, pose_curriculum=(1000, 2000),
         group_lrs=(("generator.", 2e-2), *((f"encoder.styles.{i}.linear.", 1e-2) for i in range(DEMO_ENCODER.num_ws))))
     # in-process data: a loader worker competing for the 2 cores made steps 1.6x slower
-    flow_teacher: FitConfig = FitConfig(steps=1500, batch_size=8, lr=4e-4, workers=0, log_every=25, checkpoint_every=100)
+    flow_teacher: FitConfig = FitConfig(steps=1500, batch_size=8, lr=4e-4, workers=0, log_every=25,
+                                        checkpoint_every=100)
 
 
 def _result(work: Path, name: str) -> Path:
