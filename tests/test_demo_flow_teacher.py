@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 
-from warpres.demo.flow_teacher import (TEACHER_EDITS, GeneratorPairs, MotionPairs, TeacherObjective, save_teacher,
-                                       sequence_loss, true_flow)
+from warpres.demo.build import _save_result
+from warpres.demo.flow_teacher import (TEACHER_EDITS, GeneratorPairs, MotionPairs, TeacherObjective, sequence_loss,
+                                       true_flow)
 from warpres.training.raft import RAFT, load_raft
 
 
@@ -67,11 +69,11 @@ def test_one_fitting_step_trains_raft_and_the_result_loads_as_a_teacher(pairs, t
     network = RAFT.small()
     objective = TeacherObjective(network, pairs)
     stream = MotionPairs(8)
-    batch = [torch.stack([torch.as_tensor(stream[k][i]) for k in range(2)]) for i in range(4)]
+    batch = default_collate([stream[k] for k in range(2)])
     terms = objective(batch)
     terms["loss"].backward()
     assert torch.isfinite(terms["loss"]) and terms["endpoint_error"] > 0
     assert all(p.grad is not None for p in network.update_block.parameters())
     assert not any(p.grad is not None for p in pairs.model.parameters())  # E0 and G stay frozen
-    loaded = load_raft(save_teacher(network, tmp_path / "flow-teacher.safetensors"))
+    loaded = load_raft(_save_result(tmp_path, "flow-teacher", network))
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), network.state_dict().values()))

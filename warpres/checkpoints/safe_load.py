@@ -56,6 +56,12 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
 
 
+def load_state_file(path: str | Path) -> Mapping:
+    """What a checkpoint file holds: a ``.safetensors`` file's tensors, else a PyTorch checkpoint's
+    data (loaded without executing code)."""
+    return load_safetensors(path) if Path(path).suffix == ".safetensors" else load_torch_checkpoint(path)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

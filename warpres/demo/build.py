@@ -27,7 +27,7 @@ import click
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from warpres.checkpoints import load_model, save_model
@@ -39,7 +39,7 @@ from warpres.demo.directions import fit_directions, readability
 from warpres.demo.encoder import DEMO_ENCODER, AutoencoderObjective, AutoencoderPair, new_encoder
 from warpres.demo.evaluation import HELD_OUT_SEED
 from warpres.demo.fitting import FitConfig, fit, load_fitted
-from warpres.demo.flow_teacher import GeneratorPairs, MotionPairs, TeacherObjective, save_teacher
+from warpres.demo.flow_teacher import GeneratorPairs, MotionPairs, TeacherObjective
 from warpres.demo.generator import RESOLUTION, fit_mapping, new_generator
 from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.regressor import AttributeRegressor, explained_variance, load_regressor
@@ -269,14 +269,13 @@ def build_flow_teacher(work: Path, config: FitConfig, progress: bool = True) -> 
         progress=progress, helpers=[inversion])
     fitted = load_fitted(work / "flow-teacher.fit.safetensors", RAFT.small())
     check = MotionPairs(FLOW_CHECK_SEED)
-    images, edits, strengths, flows = (torch.stack([torch.as_tensor(check[k][i]) for k in range(FLOW_CHECK)])
-                                       for i in range(4))
+    images, edits, strengths, flows = default_collate([check[k] for k in range(FLOW_CHECK)])
     with torch.no_grad():
         source, target = pairs(images, edits, strengths)
         estimate = fitted(target, source)
     click.echo(f"flow-teacher: endpoint error {(estimate - flows).norm(dim=1).mean():.3f} px on {FLOW_CHECK} "
                f"held-out pairs (zero flow: {flows.norm(dim=1).mean():.3f} px)")
-    return save_teacher(fitted, _result(work, "flow-teacher"))
+    return _save_result(work, "flow-teacher", fitted)
 
 
 BRANCH_WIDTHS = {"styleres": {"align_channels": 64, "extract_channels": 64, "gate_channels": 32},

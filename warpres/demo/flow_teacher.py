@@ -15,16 +15,14 @@ domain's counterpart of the paper's teacher, trained on the domain's own motion.
     python -m warpres.demo.build flow-teacher --work WORK   # -> WORK/flow-teacher.safetensors
 
 The network is torchvision's RAFT-small layout (`warpres.training.raft`), trained from scratch with
-RAFT's sequence loss; the file loads as a `teacher: {kind: raft, checkpoint: ...}`.
+RAFT's sequence loss; its state dict, saved as safetensors, loads as a
+`teacher: {kind: raft, checkpoint: ...}`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from scipy.interpolate import griddata
 from torch.utils.data import Dataset
 
@@ -32,8 +30,7 @@ from warpres.demo.generator import RESOLUTION
 from warpres.demo.prior import params_from_latent, sample_latent
 from warpres.demo.renderer import FaceParams, render, surface_motion
 from warpres.demo.showcase import edited_truth
-from warpres.edits import DirectionLibrary, EditRequest
-from warpres.files import atomic_path
+from warpres.edits import DirectionLibrary, EditRequest, LinearDirection
 from warpres.images import to_model_input
 from warpres.models.editor import EditingModel
 from warpres.models.subgraphs import run_stage
@@ -55,10 +52,10 @@ def true_flow(before: FaceParams, after: FaceParams, size: int, grid: int, spaci
     grid lattice over the image: interpolated between surface points on the face (`spacing` apart
     in face units), zero elsewhere (background, clothing and neck do not move)."""
     points, displacement = surface_motion(before, after, size, spacing=spacing)
-    centres = (np.arange(grid) + 0.5) * size / grid
-    lattice = tuple(np.meshgrid(centres, centres))
     if len(points) < 3:  # the face turned out of view: nothing on it is seen in both renders
         return np.zeros((2, grid, grid), np.float32)
+    centres = (np.arange(grid) + 0.5) * size / grid
+    lattice = tuple(np.meshgrid(centres, centres))
     flow = [griddata(points, displacement[:, c], lattice, method="linear", fill_value=0.0) for c in range(2)]
     return np.stack(flow).astype(np.float32) * grid / size
 
@@ -91,13 +88,13 @@ class GeneratorPairs:
 
     def __init__(self, model: EditingModel, directions: DirectionLibrary) -> None:
         self.model = model.eval().requires_grad_(False)
-        self.vectors = torch.stack([torch.from_numpy(np.broadcast_to(
-            np.asarray(directions.resolve(name).vector, np.float32),
-            (model.generator.config.num_ws, model.generator.config.w_dim)).copy()) for name in TEACHER_EDITS])
-        for name in TEACHER_EDITS:  # the pairs assume `wplus + strength * vector`
-            probe = directions.apply(np.zeros((1, *self.vectors.shape[1:]), np.float32), [EditRequest(name, 1.0)])
-            if not np.allclose(probe[0], self.vectors[TEACHER_EDITS.index(name)].numpy()):
+        for name in TEACHER_EDITS:  # the pairs are `wplus + strength * vector`, batched
+            if not isinstance(directions.resolve(name), LinearDirection):
                 raise ValueError(f"the {name!r} direction is not linear: the teacher's pairs need linear edits")
+        # a linear edit of strength 1 applied to zero codes: each direction's per-layer vector
+        zero = np.zeros((1, model.generator.config.num_ws, model.generator.config.w_dim), np.float32)
+        self.vectors = torch.stack([torch.from_numpy(np.asarray(directions.apply(zero, [EditRequest(name, 1.0)])[0],
+                                                                np.float32)) for name in TEACHER_EDITS])
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, edits: torch.Tensor, strengths: torch.Tensor):
@@ -129,10 +126,3 @@ class TeacherObjective:
         predictions = self.network.predictions(target, source, TRAIN_UPDATES)
         endpoint = (predictions[-1].float() - flow).norm(dim=1).mean()
         return {"loss": sequence_loss(predictions, flow), "endpoint_error": endpoint.detach()}
-
-
-def save_teacher(network: RAFT, path: Path) -> Path:
-    """The network's state dict, in torchvision's names, as safetensors (`load_raft` reads it)."""
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in network.state_dict().items()}, str(tmp))
-    return path

@@ -28,8 +28,8 @@ from warpres.benchmark import psnr
 from warpres.checkpoints import load_model
 from warpres.demo.build import STILL_THRESHOLD
 from warpres.demo.bundle import BUNDLE, read_bundle, read_regressor
-from warpres.demo.flow_teacher import true_flow
 from warpres.demo.evaluation import DETAIL_REGIONS, HELD_OUT_SEED, Reading, held_out_faces, masked_psnr
+from warpres.demo.flow_teacher import true_flow
 from warpres.demo.renderer import FaceParams, render_with_masks, surface_motion
 from warpres.demo.showcase import DIRECTIONS, edited_truth
 from warpres.edits import DirectionLibrary, EditRequest

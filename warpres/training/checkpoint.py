@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from warpres.checkpoints.native import TRAINING_PREFIX, load_model, read_metadata, save_model
-from warpres.checkpoints.safe_load import load_torch_checkpoint, strip_prefix
+from warpres.checkpoints.safe_load import load_state_file, strip_prefix
 from warpres.errors import CheckpointError
 from warpres.models.discriminator import Discriminator, DiscriminatorConfig
 from warpres.models.editor import EditingModel
@@ -109,12 +109,7 @@ def load_training_checkpoint(path: str | Path) -> tuple[EditingModel, TrainingSt
 
 
 def _read_any_state(path: Path) -> Mapping[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path}: tensors unreadable ({exc})") from None
-    data = load_torch_checkpoint(path)
+    data = load_state_file(path)
     for key in ("state_dict", "model"):
         if isinstance(data.get(key), Mapping):
             return data[key]

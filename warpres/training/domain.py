@@ -12,11 +12,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from warpres.checkpoints.safe_load import load_state_strict
+from warpres.checkpoints.safe_load import load_safetensors, load_state_strict
 from warpres.errors import CheckpointError
 
 STAGE_WIDTHS = (32, 64, 128, 192, 256)
@@ -76,10 +74,7 @@ class DomainFeatures(nn.Module):
 def load_domain_network(path: str | Path, network: DomainNetwork | None = None) -> DomainNetwork:
     """A DomainNetwork saved as safetensors, in eval mode: into `network`, or into a new one as
     wide as the file's head."""
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    state = load_safetensors(path)
     if network is None:
         if "head.weight" not in state:
             raise CheckpointError(f"{path}: not a domain network (no head.weight)")

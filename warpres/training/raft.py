@@ -43,8 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warpres.checkpoints.safe_load import (load_safetensors, load_state_strict, load_torch_checkpoint,
-                                           require_state_dict)
+from warpres.checkpoints.safe_load import load_state_file, load_state_strict, require_state_dict
 from warpres.errors import CheckpointError
 from warpres.training.teacher import check_rgb_pair
 
@@ -455,7 +454,7 @@ def load_raft(path: str | Path) -> RAFT:
     Returns the network in eval mode with frozen parameters, on the CPU.
     """
     source = str(path)
-    data = load_safetensors(path) if Path(path).suffix == ".safetensors" else load_torch_checkpoint(path)
+    data = load_state_file(path)
     if "model" in data and isinstance(data["model"], Mapping):
         data = data["model"]
     state = dict(require_state_dict(data, source))
